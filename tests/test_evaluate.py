@@ -1,0 +1,43 @@
+"""The importance-sampled log-likelihood against the ELBO."""
+
+import json
+
+import pytest
+import torch
+
+from vae_pyro import evaluate, hand
+from vae_pyro.config import Config
+from vae_pyro.evaluate import evaluate_run
+from vae_pyro.train import fit
+
+from conftest import TINY
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    return values.mean().item(), values.std().item() / len(values) ** 0.5
+
+
+def test_is_log_likelihood_is_unbiased_for_the_elbo_at_k1_and_grows_with_k(trained, mnist5k):
+    x = torch.bernoulli(mnist5k.test_x[:300], generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        elbo = hand.elbo_terms(trained, x, particles=2000).elbo  # the ELBO to within ~0.05 nats
+    ll = {k: evaluate.is_log_likelihood(trained, x, k=k, seed=k) for k in (1, 10, 100)}
+
+    # K = 1: log w = log p(x, z) − log q(z|x) with z ~ q, whose mean is the ELBO
+    mean, se = mean_and_se(ll[1] - elbo)
+    assert abs(mean) < 4 * se
+    # larger K: a tighter bound, above the ELBO and rising with K, each step by more than 4 se
+    for small, large in ((1, 10), (10, 100)):
+        mean, se = mean_and_se(ll[large] - ll[small])
+        assert mean > 4 * se
+    mean, se = mean_and_se(ll[100] - elbo)
+    assert mean > 4 * se
+
+
+def test_evaluate_run_writes_its_numbers(tmp_path):
+    fit(Config(**{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
+    result = evaluate_run(tmp_path / "r", k=20, device="cpu")
+    assert json.loads((tmp_path / "r" / "evaluation.json").read_text()) == result
+    assert result["test_elbo"] == pytest.approx(result["test_recon"] - result["test_kl"], abs=1e-4)
+    assert result["test_is_log_likelihood_k20"] > result["test_elbo"]

@@ -1,0 +1,109 @@
+"""fit(): learning, exact resume, divergence, one set of initial weights."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from vae_pyro import estimators, evaluate
+from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
+from vae_pyro.experiment import build_vae, load_data
+from vae_pyro.runs import Run
+from vae_pyro.train import Diverged, SVITrainer, fit
+
+from conftest import TINY
+
+
+def weights(run_dir) -> dict:
+    return Run.open(run_dir).load_checkpoint()["module"]
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_two_epochs_raise_the_test_elbo(tmp_path):
+    cfg = Config(epochs=2)
+    data = load_data(cfg, torch.device("cpu"))
+    before = evaluate.elbo(build_vae(cfg, 784, torch.device("cpu")), data.test_x)["elbo"]
+    result = fit(cfg, tmp_path / "run", progress=False)
+    after = [r["test_elbo"] for r in result.history]
+    assert before < -500 and after[-1] > -250  # an untrained decoder scores ~ 784 log 2; two epochs learn a lot
+    assert after[1] > after[0] > before
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == result.history
+    assert set(result.history[0]) == {"epoch", "train_elbo", "test_elbo", "test_recon", "test_kl", "seconds"}
+    assert result.final["test"]["elbo"] == pytest.approx(after[-1])
+
+
+@pytest.mark.parametrize("estimator", ["meanfield", "hand", "trace"])
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, estimator):
+    cfg = Config(estimator=estimator, **{**TINY, "epochs": 3})
+    whole = fit(cfg, tmp_path / "whole", progress=False)
+    fit(Config(estimator=estimator, **{**TINY, "epochs": 1}), tmp_path / "parts", progress=False)
+    resumed = fit(cfg, tmp_path / "parts", resume=True, progress=False)
+    assert without_seconds(resumed.history) == without_seconds(whole.history)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "parts")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_initial_weights_whatever_the_estimator():
+    first = build_vae(Config(estimator="trace", seed=3), 784, torch.device("cpu")).state_dict()
+    for name in estimators.NAMES:
+        other = build_vae(Config(estimator=name, seed=3), 784, torch.device("cpu")).state_dict()
+        assert all(torch.equal(first[k], other[k]) for k in first)
+    different = build_vae(Config(seed=4), 784, torch.device("cpu")).state_dict()
+    assert not torch.equal(first["encoder.net.0.weight"], different["encoder.net.0.weight"])
+
+
+@pytest.mark.parametrize("estimator", estimators.NAMES)
+@pytest.mark.parametrize("particles", [1, 3])
+def test_every_estimator_trains(tmp_path, estimator, particles):
+    result = fit(Config(estimator=estimator, particles=particles, **{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
+    assert math.isfinite(result.history[0]["train_elbo"]) and result.history[0]["test_elbo"] > -400
+
+
+def test_gaussian_likelihood_trains(tmp_path):
+    result = fit(Config(likelihood="gaussian", **TINY), tmp_path / "r", progress=False)
+    assert result.history[1]["test_elbo"] > result.history[0]["test_elbo"]
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_step, calls = SVITrainer.step, []
+
+    def step_that_diverges_in_epoch_2(self, x):
+        calls.append(1)
+        return float("nan") if len(calls) > 40 else real_step(self, x)  # an epoch of TINY is 31 steps
+
+    monkeypatch.setattr(SVITrainer, "step", step_that_diverges_in_epoch_2)
+    with pytest.raises(Diverged, match=r"epoch 2, step 10; the checkpoint of epoch 1 is kept: continue with --resume --lr"):
+        fit(Config(**TINY), tmp_path / "r", progress=False)
+    ckpt = Run.open(tmp_path / "r").load_checkpoint()
+    assert ckpt["epoch"] == 1 and len(Run.open(tmp_path / "r").metrics()) == 1
+    monkeypatch.setattr(SVITrainer, "step", real_step)
+    result = fit(Config(**{**TINY, "lr": 1e-4}), tmp_path / "r", resume=True, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+def test_existing_run_is_never_overwritten_without_force(tmp_path):
+    fit(Config(**{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(VaeError, match="already holds a run; pass --resume"):
+        fit(Config(**{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    fit(Config(**{**TINY, "epochs": 1, "seed": 1}), tmp_path / "r", force=True, progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() != before
+
+
+def test_resume_refuses_another_configuration_naming_the_keys(tmp_path):
+    fit(Config(**{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
+    with pytest.raises(VaeError, match="z_dim: run has 4, asked 5.*seed: run has 0, asked 9"):
+        fit(Config(**{**TINY, "z_dim": 5, "seed": 9}), tmp_path / "r", resume=True, progress=False)
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    Run.create(tmp_path / "r", Config(**TINY))
+    with pytest.raises(VaeError, match="never finished an epoch"):
+        fit(Config(**TINY), tmp_path / "r", resume=True, progress=False)

@@ -1,0 +1,77 @@
+"""A run's configuration: one flat dataclass, saved as ``config.json`` in the run folder."""
+
+from dataclasses import asdict, dataclass, fields
+
+from vae_pyro import estimators
+from vae_pyro.data import BINARISATIONS, DATASETS
+from vae_pyro.errors import VaeError
+from vae_pyro.nets import ACTIVATIONS, LIKELIHOOD_PARAMS
+
+DEVICES = ("auto", "cpu", "cuda")
+# keys a resumed run may change: they alter how it continues, not what it is
+RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir"}
+
+
+@dataclass
+class Config:
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+    estimator: str = "meanfield"
+    particles: int = 1
+    z_dim: int = 20
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    min_scale: float = 0.01
+    beta: float = 1.0
+    binarize: str | None = None  # None: dynamic for Bernoulli, none otherwise
+    batch_size: int = 128
+    epochs: int = 30
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden)
+        if self.binarize is None:
+            self.binarize = "dynamic" if self.likelihood == "bernoulli" else "none"
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise VaeError naming the first bad value and the accepted ones."""
+        choices = {
+            "dataset": DATASETS,
+            "estimator": estimators.NAMES,
+            "activation": tuple(ACTIVATIONS),
+            "likelihood": tuple(LIKELIHOOD_PARAMS),
+            "binarize": BINARISATIONS,
+            "device": DEVICES,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise VaeError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        for key in ("particles", "z_dim", "batch_size", "epochs"):
+            if getattr(self, key) < 1:
+                raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256, got {self.hidden}")
+        for key in ("lr", "min_scale"):
+            if not getattr(self, key) > 0:
+                raise VaeError(f"--{key.replace('_', '-')} must be positive, got {getattr(self, key)}")
+        if not self.beta >= 0:
+            raise VaeError(f"--beta must be non-negative, got {self.beta}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise VaeError(f"unknown config keys {sorted(unknown)}; the run was made by another version of vae_pyro")
+        return cls(**d)
+
+    def differences(self, other: "Config") -> list[str]:
+        """Names of the fields whose values differ."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

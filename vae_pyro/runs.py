@@ -1,0 +1,104 @@
+"""The run folder: config.json, metrics.jsonl, checkpoint.pt; every write atomic.
+
+A file is written to ``<name>.tmp`` in the same folder, flushed to disk, then renamed over
+its target, so a crash at any moment leaves either the old or the new file, never half of one.
+"""
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_pyro.config import RESUMABLE_CHANGES, Config
+from vae_pyro.errors import VaeError
+
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.pt"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` all at once (temp file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise VaeError(f"cannot write {path} ({e.strerror}); free disk space or choose another --out") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+class Run:
+    """A run folder on disk."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, config: Config, force: bool = False) -> "Run":
+        """A new run folder; refuse one that already holds a run unless ``force``."""
+        run = cls(path)
+        if (run.path / CONFIG).exists() and not force:
+            raise VaeError(f"{run.path} already holds a run; pass --resume to continue it, --force to replace it, or another --out")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VaeError(f"cannot create run folder {run.path} ({e.strerror}); choose another --out") from None
+        (run.path / CHECKPOINT).unlink(missing_ok=True)
+        write_json(run.path / CONFIG, config.to_dict())
+        run.write_metrics([])
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        run = cls(path)
+        if not (run.path / CONFIG).is_file():
+            raise VaeError(f"{run.path} holds no run (no {CONFIG}); check the path or train one with vae-pyro train --out")
+        return run
+
+    def config(self) -> Config:
+        try:
+            return Config.from_dict(json.loads((self.path / CONFIG).read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise VaeError(f"{self.path / CONFIG} is corrupt ({e}); start a new run") from None
+
+    @classmethod
+    def resume(cls, path: str | Path, config: Config) -> "Run":
+        """Reopen a run to continue it under ``config``; refuse changes outside RESUMABLE_CHANGES."""
+        run = cls.open(path)
+        saved = run.config()
+        changed = [k for k in saved.differences(config) if k not in RESUMABLE_CHANGES]
+        if changed:
+            diffs = ", ".join(f"{k}: run has {getattr(saved, k)!r}, asked {getattr(config, k)!r}" for k in changed)
+            raise VaeError(f"cannot resume {run.path} with another configuration ({diffs}); drop those options or start a new run")
+        if not (run.path / CHECKPOINT).is_file():
+            raise VaeError(f"{run.path} has no {CHECKPOINT}: it never finished an epoch; start it again with --force")
+        write_json(run.path / CONFIG, config.to_dict())
+        return run
+
+    def write_metrics(self, history: list[dict]) -> None:
+        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+    def metrics(self) -> list[dict]:
+        path = self.path / METRICS
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def save_checkpoint(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.path / CHECKPOINT, buffer.getvalue())
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
+        path = self.path / CHECKPOINT
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+            raise VaeError(f"{path} is corrupt ({type(e).__name__}); start the run again with --force") from None
