@@ -1,0 +1,3 @@
+from vae_pyro.cli import main
+
+main()

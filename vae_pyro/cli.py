@@ -1,0 +1,141 @@
+"""The ``vae-pyro`` command: train, evaluate, check."""
+
+import argparse
+import sys
+from pathlib import Path
+from time import strftime
+
+from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, like every other error of the command."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(t) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes such as 400 or 512,256, got {text!r}") from None
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per Config field; the default None means 'not given' (the Config default applies)."""
+    d = Config.__dataclass_fields__
+    p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist [{d['dataset'].default}]")
+    p.add_argument("--data-dir", help="folder for downloaded data sets [~/.cache/vae_pyro]")
+    p.add_argument("--estimator", help=f"trace, meanfield, hand, jit-trace, jit-meanfield [{d['estimator'].default}]")
+    p.add_argument("--particles", type=positive_int, help="Monte-Carlo samples L per image [1]")
+    p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20]")
+    p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256 [400]")
+    p.add_argument("--activation", help="relu, softplus, tanh [relu]")
+    p.add_argument("--likelihood", help="bernoulli, gaussian [bernoulli]")
+    p.add_argument("--min-scale", type=float, help="floor of the Gaussian decoder's sigma [0.01]")
+    p.add_argument("--beta", type=float, help="weight of the KL term [1]")
+    p.add_argument("--binarize", help="dynamic, static, none [dynamic for bernoulli, else none]")
+    p.add_argument("--batch-size", type=positive_int, help="[128]")
+    p.add_argument("--epochs", type=positive_int, help="[30]")
+    p.add_argument("--lr", type=float, help="Adam learning rate [1e-3]")
+    p.add_argument("--seed", type=int, help="seeds weights, data order, binarisation and noise [0]")
+    p.add_argument("--device", help="auto, cpu, cuda [auto]")
+
+
+def given(args: argparse.Namespace) -> dict:
+    """The Config fields the user set on the command line."""
+    return {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
+
+
+def print_table(rows: dict[str, dict[str, float]], keys: list[str]) -> None:
+    print(f"{'':10}" + "".join(f"{c:>12}" for c in rows))
+    for key in keys:
+        print(f"{key:10}" + "".join(f"{r[key]:12.2f}" for r in rows.values()))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vae_pyro.runs import Run
+    from vae_pyro.train import fit
+
+    options = given(args)
+    if args.resume:
+        if args.out is None:
+            raise VaeError("--resume needs --out RUN_FOLDER, the run to continue")
+        cfg = Config.from_dict({**Run.open(args.out).config().to_dict(), **options})
+    else:
+        cfg = Config(**options)
+    out = args.out or Path("runs") / f"{strftime('%Y%m%d-%H%M%S')}-{cfg.estimator}-{cfg.dataset}"
+    result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    print(f"\n{cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
+    print_table(result.final, ["elbo", "recon", "kl"])
+    if result.history:
+        seconds = sorted(r["seconds"] for r in result.history)[len(result.history) // 2]
+        print(f"{'s/epoch':10}{seconds:12.2f}  (median)")
+    print(f"run folder: {result.run}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from vae_pyro.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, k=args.k, device=args.device, progress=True)
+    print(f"{args.run}: test set, nats per image")
+    for key, value in result.items():
+        print(f"  {key:30} {value:10.2f}" if isinstance(value, float) else f"  {key:30} {value:>10}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    import torch
+
+    from vae_pyro.checks import run_checks
+    from vae_pyro.experiment import restore
+
+    vae = restore(args.run, torch.device("cpu"))[1] if args.run else None
+    if not run_checks(draws=args.draws, seed=args.seed, vae=vae):
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(prog="vae-pyro", description="Variational autoencoders in Pyro, and an ELBO estimator lab.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("train", help="train a VAE with one estimator")
+    add_config_options(p)
+    p.add_argument("--out", help="run folder [runs/<time>-<estimator>-<dataset>]")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="replace the run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test ELBO, KL / reconstruction, IS log-likelihood of a run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--k", type=positive_int, default=1000, help="importance samples per image [1000]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("check", help="hand-derived vs Pyro estimators on real batches; exit 1 on failure")
+    p.add_argument("--draws", type=positive_int, default=2000, help="draws for the trace-vs-hand mean [2000]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", help="check this run's trained module instead of a freshly initialised one")
+    p.set_defaults(func=cmd_check)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except VaeError as e:
+        print(f"vae-pyro: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("vae-pyro: interrupted", file=sys.stderr)
+        sys.exit(130)
