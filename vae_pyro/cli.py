@@ -38,8 +38,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     d = Config.__dataclass_fields__
     p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist [{d['dataset'].default}]")
     p.add_argument("--data-dir", help="folder for downloaded data sets [~/.cache/vae_pyro]")
-    p.add_argument("--estimator", help=f"trace, meanfield, hand, jit-trace, jit-meanfield [{d['estimator'].default}]")
+    p.add_argument("--estimator", help=f"trace, meanfield, hand, score, iwae, jit-trace, jit-meanfield [{d['estimator'].default}]")
     p.add_argument("--particles", type=positive_int, help="Monte-Carlo samples L per image [1]")
+    p.add_argument("--baseline", help="score estimator's baseline: none, decaying, neural [none]")
+    p.add_argument("--iwae-k", type=positive_int, help="samples per image of the iwae bound [5]")
     p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20]")
     p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256 [400]")
     p.add_argument("--activation", help="relu, softplus, tanh [relu]")

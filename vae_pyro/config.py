@@ -18,6 +18,8 @@ class Config:
     data_dir: str | None = None
     estimator: str = "meanfield"
     particles: int = 1
+    baseline: str = "none"  # score estimator's control variate: none | decaying | neural
+    iwae_k: int = 5  # samples per image of the iwae bound
     z_dim: int = 20
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
@@ -41,7 +43,6 @@ class Config:
         """Raise VaeError naming the first bad value and the accepted ones."""
         choices = {
             "dataset": DATASETS,
-            "estimator": estimators.NAMES,
             "activation": tuple(ACTIVATIONS),
             "likelihood": tuple(LIKELIHOOD_PARAMS),
             "binarize": BINARISATIONS,
@@ -50,7 +51,8 @@ class Config:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise VaeError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
-        for key in ("particles", "z_dim", "batch_size", "epochs"):
+        estimators.check_options(self.estimator, self.particles, self.baseline)
+        for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
         if not self.hidden or min(self.hidden) < 1:

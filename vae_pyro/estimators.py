@@ -1,34 +1,43 @@
 """The estimator registry: a name -> an objective over (vae, batch).
 
-Every estimator returns the *negative* bound summed over the batch, as Pyro's ELBOs do,
-and every one takes ``particles`` = L Monte-Carlo samples, vectorised.
+Every estimator works with the *negative* bound summed over the batch, as Pyro's ELBOs do,
+and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `score`, a loop).
 
-| name            | KL term                       | reconstruction term |
-|-----------------|-------------------------------|---------------------|
-| `trace`         | Monte Carlo, log q − log p at z | reparameterised   |
-| `meanfield`     | analytic (``kl_divergence``)  | reparameterised     |
-| `hand`          | analytic, closed form by hand | reparameterised     |
-| `jit-trace`     | as `trace`, compiled          |                     |
-| `jit-meanfield` | as `meanfield`, compiled      |                     |
+| name            | bound | KL term                          | reconstruction term |
+|-----------------|-------|----------------------------------|---------------------|
+| `trace`         | ELBO  | Monte Carlo, log q − log p at z  | reparameterised     |
+| `meanfield`     | ELBO  | analytic (``kl_divergence``)     | reparameterised     |
+| `hand`          | ELBO  | analytic, closed form by hand    | reparameterised     |
+| `score`         | ELBO  | score function (+ baseline)      | score function      |
+| `iwae`          | IWAE, K samples (Burda et al. 2016)                 | reparameterised |
+| `jit-trace`     | as `trace`, compiled by ``torch.jit.trace``                             |
+| `jit-meanfield` | as `meanfield`, compiled                                                |
 """
 
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import pyro.infer as infer
 import torch
+from pyro.poutine.messenger import Messenger
+from torch import nn
 
 from vae_pyro import hand
 from vae_pyro.errors import VaeError
+from vae_pyro.nets import mlp
 
 PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "trace": infer.Trace_ELBO,
     "meanfield": infer.TraceMeanField_ELBO,
+    "score": infer.TraceGraph_ELBO,
+    "iwae": lambda **kw: infer.RenyiELBO(alpha=0, **kw),
     "jit-trace": infer.JitTrace_ELBO,
     "jit-meanfield": infer.JitTraceMeanField_ELBO,
 }
-NAMES = (*PYRO_ELBOS, "hand")
+NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")
+BASELINES = ("none", "decaying", "neural")
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
 # deprecated; neither concerns a user of the jit-* estimators.
@@ -36,28 +45,105 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=FutureWarning)
 
 
+class ScoreFunction(Messenger):
+    """Guide handler: latent sites lose their pathwise gradient (``has_rsample_(False)``) and get
+    ``baseline`` as their variance-reduction option, so TraceGraph_ELBO uses the score function
+    ∇φ E_q[f(z)] = E_q[(f(z) − b) ∇φ log q_φ(z|x)] (Williams 1992; Ranganath et al. 2014)."""
+
+    def __init__(self, baseline: dict):
+        super().__init__()
+        self.baseline = baseline
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if not msg["is_observed"]:
+            fn = msg["fn"]
+            while hasattr(fn, "base_dist"):  # Independent / expanded wrappers read has_rsample from their base
+                fn = fn.base_dist
+            fn.has_rsample_(False)
+            msg["infer"]["baseline"] = self.baseline
+
+
 @dataclass
 class Estimator:
-    """One named objective. ``elbo`` is the Pyro ELBO object, or None for the hand-derived loss."""
+    """One named objective. ``elbo`` is the Pyro ELBO object, or None for the hand-derived loss.
+
+    ``baseline`` / ``baseline_net`` belong to `score`: the control variate it subtracts, and for
+    ``neural`` the network b(x) trained alongside (Mnih & Gregor 2014).
+    """
 
     name: str
     particles: int
     elbo: infer.ELBO | None
+    baseline: str = "none"
+    baseline_net: nn.Module | None = None
+
+    def guide(self, vae) -> Callable:
+        if self.name != "score":
+            return vae.guide
+
+        def score_guide(x: torch.Tensor) -> None:
+            options = {
+                "none": {},
+                "decaying": {"use_decaying_avg_baseline": True},
+                "neural": {"nn_baseline": self.baseline_net, "nn_baseline_input": x},
+            }[self.baseline]
+            if self.baseline_net is not None:
+                pyro.module("baseline", self.baseline_net)
+            with ScoreFunction(options):
+                vae.guide(x)
+
+        return score_guide
 
     def loss(self, vae, x: torch.Tensor) -> torch.Tensor:
-        """−(bound) summed over the batch, differentiable in the module's parameters."""
+        """−(bound) summed over the batch, differentiable (hand and the ELBOs that offer it)."""
         if self.elbo is None:
             return hand.loss(vae, x, self.particles)
-        return self.elbo.differentiable_loss(vae.model, vae.guide, x)
+        return self.elbo.differentiable_loss(vae.model, self.guide(vae), x)
+
+    def value(self, vae, x: torch.Tensor) -> float:
+        """One draw of −(bound) summed over the batch, no gradients."""
+        with torch.no_grad():
+            if self.elbo is None:
+                return hand.loss(vae, x, self.particles).item()
+            return self.elbo.loss(vae.model, self.guide(vae), x)
+
+    def backward(self, vae, x: torch.Tensor) -> float:
+        """Accumulate one draw of this estimator's gradient into ``.grad``; return the loss."""
+        if self.elbo is None:
+            loss = hand.loss(vae, x, self.particles)
+            loss.backward()
+            return loss.item()
+        return self.elbo.loss_and_grads(vae.model, self.guide(vae), x)
 
 
-def make(name: str, particles: int = 1) -> Estimator:
-    """Build estimator ``name`` (one of ``NAMES``) with L = ``particles`` samples per image."""
+def check_options(name: str, particles: int, baseline: str) -> None:
+    """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
-    if particles < 1:
-        raise VaeError(f"--particles must be a positive integer, got {particles}")
+    if baseline not in BASELINES:
+        raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+    if name == "iwae" and particles != 1:
+        raise VaeError("--particles does not apply to iwae, whose samples per image are K; use --iwae-k")
+    if baseline != "none" and name != "score":
+        raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
+    if baseline == "neural" and particles != 1:
+        raise VaeError("--baseline neural predicts one value per image, so it needs --particles 1")
+
+
+def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5, x_dim: int = 784) -> Estimator:
+    """Build estimator ``name`` (one of ``NAMES``) with L = ``particles`` samples per image.
+
+    `iwae` draws K = ``iwae_k`` samples per image instead; `score` uses ``baseline``.
+    """
+    check_options(name, particles, baseline)
     if name == "hand":
         return Estimator(name, particles, None)
-    elbo = PYRO_ELBOS[name](num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
-    return Estimator(name, particles, elbo)
+    samples = iwae_k if name == "iwae" else particles
+    # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution
+    # with has_rsample=False across the particle plate (it tries to set a read-only property).
+    vectorize = name != "score"
+    elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=1)
+    net = None
+    if baseline == "neural":
+        net = nn.Sequential(mlp([x_dim, 100, 1], "relu"), nn.Flatten(0))
+    return Estimator(name, samples, elbo, baseline, net)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vae_pyro import data
+from vae_pyro import data, estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.models import VAE
@@ -50,6 +50,10 @@ def build_vae(cfg: Config, x_dim: int, device: torch.device) -> VAE:
     torch.manual_seed(cfg.seed)
     vae = VAE(x_dim, cfg.z_dim, cfg.hidden, cfg.likelihood, cfg.activation, cfg.min_scale, cfg.beta)
     return vae.to(device)
+
+
+def make_estimator(cfg: Config, x_dim: int) -> estimators.Estimator:
+    return estimators.make(cfg.estimator, cfg.particles, cfg.baseline, cfg.iwae_k, x_dim)
 
 
 def restore(run_dir, device: torch.device) -> tuple[Config, VAE, dict]:

@@ -22,8 +22,11 @@ from vae_pyro import estimators, evaluate
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
-from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, resolve_device
+from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator, resolve_device
 from vae_pyro.runs import Run
+
+
+BASELINE_AVG = "__baseline_avg"  # TraceGraph_ELBO's param-store prefix for decaying-average baselines
 
 
 class Diverged(VaeError):
@@ -33,25 +36,39 @@ class Diverged(VaeError):
 
 
 class SVITrainer:
-    """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``."""
+    """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``.
+
+    Its state is the optimizer's, plus what `score` keeps beside the module: the neural
+    baseline's weights and the decaying-average baseline (a param-store entry).
+    """
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         pyro.clear_param_store()
+        self.estimator = estimator
         self.optim = pyro.optim.Adam({"lr": lr})
-        self.svi = SVI(vae.model, vae.guide, self.optim, loss=estimator.elbo)
+        self.svi = SVI(vae.model, estimator.guide(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor) -> float:
         return self.svi.step(x)
 
     def state_dict(self) -> dict:
-        return self.optim.get_state()
+        store, net = pyro.get_param_store(), self.estimator.baseline_net
+        return {
+            "optim": self.optim.get_state(),
+            "baseline_net": net.state_dict() if net is not None else {},
+            "baseline_avg": {k: store[k].detach().clone() for k in store.keys() if k.startswith(BASELINE_AVG)},
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.optim.set_state(state)
+        self.optim.set_state(state["optim"])
+        if self.estimator.baseline_net is not None:
+            self.estimator.baseline_net.load_state_dict(state["baseline_net"])
+        for name, value in state["baseline_avg"].items():
+            pyro.get_param_store()[name] = value
 
 
 class TorchTrainer:
-    """Any loss(vae, x) through one ``torch.optim.Adam`` over the module's parameters."""
+    """Any estimator's gradient through one ``torch.optim.Adam`` over the module's parameters."""
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         self.estimator, self.vae = estimator, vae
@@ -59,10 +76,9 @@ class TorchTrainer:
 
     def step(self, x: torch.Tensor) -> float:
         self.optim.zero_grad()
-        loss = self.estimator.loss(self.vae, x)
-        loss.backward()
+        loss = self.estimator.backward(self.vae, x)
         self.optim.step()
-        return loss.item()
+        return loss
 
     def state_dict(self) -> dict:
         return self.optim.state_dict()
@@ -120,7 +136,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, force: bool = False,
     if cfg.batch_size > len(data.train_x):
         raise VaeError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train_x)} training images; lower it")
     vae = build_vae(cfg, data.train_x.shape[1], device)
-    trainer = make_trainer(estimators.make(cfg.estimator, cfg.particles), vae, cfg.lr)
+    trainer = make_trainer(make_estimator(cfg, data.train_x.shape[1]), vae, cfg.lr)
     run = Run.resume(out, cfg) if resume else Run.create(out, cfg, force)
 
     history: list[dict] = []
