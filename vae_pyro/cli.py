@@ -1,6 +1,7 @@
-"""The ``vae-pyro`` command: train, evaluate, check."""
+"""The ``vae-pyro`` command: train, compare, evaluate, gradvar, check."""
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from time import strftime
@@ -27,25 +28,29 @@ def positive_int(text: str) -> int:
 
 
 def sizes(text: str) -> tuple[int, ...]:
+    if text == "none":
+        return ()
     try:
         return tuple(positive_int(t) for t in text.split(","))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected positive layer sizes such as 400 or 512,256, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected positive layer sizes such as 400 or 512,256, or none for linear maps, got {text!r}"
+        ) from None
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per Config field; the default None means 'not given' (the Config default applies)."""
     d = Config.__dataclass_fields__
-    p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist [{d['dataset'].default}]")
+    p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist, synthetic-linear [{d['dataset'].default}]")
     p.add_argument("--data-dir", help="folder for downloaded data sets [~/.cache/vae_pyro]")
     p.add_argument("--estimator", help=f"trace, meanfield, hand, score, iwae, jit-trace, jit-meanfield [{d['estimator'].default}]")
     p.add_argument("--particles", type=positive_int, help="Monte-Carlo samples L per image [1]")
     p.add_argument("--baseline", help="score estimator's baseline: none, decaying, neural [none]")
     p.add_argument("--iwae-k", type=positive_int, help="samples per image of the iwae bound [5]")
     p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20]")
-    p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256 [400]")
+    p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256; none: linear [400]")
     p.add_argument("--activation", help="relu, softplus, tanh [relu]")
-    p.add_argument("--likelihood", help="bernoulli, gaussian [bernoulli]")
+    p.add_argument("--likelihood", help="bernoulli, gaussian, gaussian-shared (one sigma) [bernoulli]")
     p.add_argument("--min-scale", type=float, help="floor of the Gaussian decoder's sigma [0.01]")
     p.add_argument("--beta", type=float, help="weight of the KL term [1]")
     p.add_argument("--binarize", help="dynamic, static, none [dynamic for bernoulli, else none]")
@@ -88,6 +93,40 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.run}")
 
 
+def estimator_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from vae_pyro.compare import compare
+    from vae_pyro.report import results_table
+
+    out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
+    command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
+    summary = compare(given(args), args.estimators, out, jobs=args.jobs, resume=args.resume, force=args.force,
+                      k=args.k, grad_draws=args.grad_draws, loss_draws=args.loss_draws,
+                      progress=not args.quiet, command=command)
+    print("\n" + results_table(summary))
+    print(f"\ncompare folder: {out} (summary.json, summary.csv, report.md, figures/)")
+
+
+def cmd_gradvar(args: argparse.Namespace) -> None:
+    from vae_pyro.compare import fixed_batch, gradient_rows
+    from vae_pyro.experiment import load_data, resolve_device, restore
+    from vae_pyro.runs import write_json
+
+    device = resolve_device(args.device)
+    cfg, vae, _ = restore(args.run, device)
+    data = load_data(cfg, device)
+    x = fixed_batch(data.train_x, cfg.batch_size)
+    options = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
+    rows = gradient_rows(args.estimators, vae, x, options, f"{args.run}", args.draws, progress=True)
+    write_json(Path(args.run) / "gradvar.json", rows)
+    print(f"{'estimator':14}{'group':>9}{'variance':>13}{'SNR':>9}   ({args.draws} draws, {len(x)} images)")
+    for r in rows:
+        print(f"{r['estimator']:14}{r['group']:>9}{r['variance']:13.3g}{r['snr']:9.3f}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vae_pyro.evaluate import evaluate_run
 
@@ -120,6 +159,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("compare", help="train every estimator from the same start; summary, figures, report")
+    add_config_options(p)
+    p.add_argument("--estimators", type=estimator_list, default=["trace", "meanfield", "hand", "score", "iwae"],
+                   help="comma-separated [trace,meanfield,hand,score,iwae]")
+    p.add_argument("--out", help="compare folder [runs/compare-<time>]")
+    p.add_argument("--jobs", type=positive_int, default=1, help="estimators trained at once, in separate processes [1]")
+    p.add_argument("--resume", action="store_true", help="finish the comparison in --out; finished runs are kept")
+    p.add_argument("--force", action="store_true", help="redo the comparison in --out")
+    p.add_argument("--k", type=positive_int, default=1000, help="importance samples per test image [1000]")
+    p.add_argument("--grad-draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
+    p.add_argument("--loss-draws", type=positive_int, default=500, help="loss draws per estimator [500]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("gradvar", help="gradient variance and SNR of estimators at a run's trained weights")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--estimators", type=estimator_list, default=["trace", "meanfield", "hand", "score", "iwae"])
+    p.add_argument("--draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
+    p.set_defaults(func=cmd_gradvar)
+
     p = sub.add_parser("evaluate", help="test ELBO, KL / reconstruction, IS log-likelihood of a run")
     p.add_argument("run", help="run folder")
     p.add_argument("--k", type=positive_int, default=1000, help="importance samples per image [1000]")
@@ -133,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_check)
 
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     try:
         args.func(args)
     except VaeError as e:

@@ -55,8 +55,8 @@ class Config:
         for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256, got {self.hidden}")
+        if self.hidden and min(self.hidden) < 1:
+            raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256 (or none), got {self.hidden}")
         for key in ("lr", "min_scale"):
             if not getattr(self, key) > 0:
                 raise VaeError(f"--{key.replace('_', '-')} must be positive, got {getattr(self, key)}")

@@ -28,7 +28,7 @@ IDX_FILES = {
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-DATASETS = ("mnist5k", "mnist", "fashion-mnist")
+DATASETS = ("mnist5k", "mnist", "fashion-mnist", "synthetic-linear")
 BINARISATIONS = ("dynamic", "static", "none")
 
 
@@ -65,6 +65,10 @@ def load(name: str, data_dir: str | Path | None = None) -> Dataset:
         return _mnist5k()
     if name in TORCHVISION_FOLDER:
         return _idx_dataset(name, Path(data_dir) if data_dir else default_data_dir())
+    if name == "synthetic-linear":
+        from vae_pyro.linear import synthetic_linear
+
+        return synthetic_linear()
     raise VaeError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

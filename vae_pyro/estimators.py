@@ -38,6 +38,7 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
 }
 NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")
 BASELINES = ("none", "decaying", "neural")
+BASELINE_AVG = "__baseline_avg"  # TraceGraph_ELBO's param-store prefix for decaying-average baselines
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
 # deprecated; neither concerns a user of the jit-* estimators.
@@ -106,6 +107,21 @@ class Estimator:
             if self.elbo is None:
                 return hand.loss(vae, x, self.particles).item()
             return self.elbo.loss(vae.model, self.guide(vae), x)
+
+    def state_dict(self) -> dict:
+        """What `score` keeps beside the module: the neural baseline's weights and the
+        decaying-average baselines (TraceGraph_ELBO keeps those in the param store)."""
+        store = pyro.get_param_store()
+        return {
+            "baseline_net": self.baseline_net.state_dict() if self.baseline_net is not None else {},
+            "baseline_avg": {k: store[k].detach().clone() for k in store.keys() if k.startswith(BASELINE_AVG)},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.baseline_net is not None:
+            self.baseline_net.load_state_dict(state["baseline_net"])
+        for name, value in state["baseline_avg"].items():
+            pyro.get_param_store()[name] = value
 
     def backward(self, vae, x: torch.Tensor) -> float:
         """Accumulate one draw of this estimator's gradient into ``.grad``; return the loss."""

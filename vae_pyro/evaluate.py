@@ -61,8 +61,15 @@ def is_log_likelihood(
     return torch.cat([torch.logsumexp(log_weights(vae, xb, k, gen), 0) - math.log(k) for xb in chunks])
 
 
+@torch.no_grad()
+def active_units(vae, x: torch.Tensor, threshold: float = 0.01) -> int:
+    """Latent dimensions u with Cov_x(E_q[z_u | x]) > threshold (Burda et al. 2016, sec. 5.2)."""
+    loc = torch.cat([vae.encoder(xb)[0] for xb in x.split(1000)])
+    return int((loc.var(0) > threshold).sum())
+
+
 def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progress: bool = False) -> dict[str, float]:
-    """Test ELBO, its split, and the K-sample IS log-likelihood of a run's last checkpoint.
+    """Test ELBO, its split, the K-sample IS log-likelihood and the active units of a run's last checkpoint.
 
     Written to ``evaluation.json`` in the run folder and returned.
     """
@@ -76,6 +83,7 @@ def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progr
         "test_recon": terms["recon"],
         "test_kl": terms["kl"],
         f"test_is_log_likelihood_k{k}": is_log_likelihood(vae, data.test_x, k, progress=progress).mean().item(),
+        "active_units": active_units(vae, data.test_x),
     }
     write_json(Path(run_dir) / "evaluation.json", result)
     return result

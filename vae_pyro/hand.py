@@ -39,7 +39,7 @@ def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 def log_likelihood(name: str, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """log p_θ(x|z) per image for decoder output ``params``."""
-    if name == "gaussian":
+    if name.startswith("gaussian"):
         return normal_log_prob(x, *params)
     return bernoulli_log_prob(x, *params)
 

@@ -13,7 +13,7 @@ from vae_pyro.nets import Decoder, Encoder
 
 def likelihood(name: str, params: tuple[torch.Tensor, ...]) -> dist.Distribution:
     """p_θ(x|z) as a Pyro distribution over a whole image (pixels are one event)."""
-    if name == "gaussian":
+    if name.startswith("gaussian"):
         return dist.Normal(*params).to_event(1)
     # validate_args=False: grey pixels in [0, 1] are scored too (checked on load, data.check_pixels)
     return dist.Bernoulli(logits=params[0], validate_args=False).to_event(1)

@@ -8,7 +8,7 @@ from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
 # how many per-pixel parameters the decoder emits for each likelihood
-LIKELIHOOD_PARAMS = {"bernoulli": 1, "gaussian": 2}
+LIKELIHOOD_PARAMS = {"bernoulli": 1, "gaussian": 2, "gaussian-shared": 1}
 MIN_ENCODER_SCALE = 1e-3
 
 
@@ -40,7 +40,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z -> per-pixel likelihood parameters: Bernoulli logits, or Gaussian (μ(z), σ(z))."""
+    """z -> per-pixel likelihood parameters: Bernoulli logits; Gaussian (μ(z), σ(z)); or
+    ``gaussian-shared``: (μ(z), σ) with one learned σ for every pixel and every z."""
 
     def __init__(
         self,
@@ -54,10 +55,14 @@ class Decoder(nn.Module):
         super().__init__()
         self.likelihood, self.min_scale = likelihood, min_scale
         self.net = mlp([z_dim, *hidden, LIKELIHOOD_PARAMS[likelihood] * x_dim], activation)
+        if likelihood == "gaussian-shared":
+            self.raw_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(z)
         if self.likelihood == "gaussian":
             loc, raw = out.chunk(2, dim=-1)
             return loc, positive(raw, self.min_scale)
+        if self.likelihood == "gaussian-shared":
+            return out, positive(self.raw_scale, self.min_scale).expand_as(out)
         return (out,)

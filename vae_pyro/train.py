@@ -26,9 +26,6 @@ from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator,
 from vae_pyro.runs import Run
 
 
-BASELINE_AVG = "__baseline_avg"  # TraceGraph_ELBO's param-store prefix for decaying-average baselines
-
-
 class Diverged(VaeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
@@ -38,8 +35,7 @@ class Diverged(VaeError):
 class SVITrainer:
     """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``.
 
-    Its state is the optimizer's, plus what `score` keeps beside the module: the neural
-    baseline's weights and the decaying-average baseline (a param-store entry).
+    Its state is the optimizer's plus the estimator's (`score`'s baselines).
     """
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
@@ -52,19 +48,11 @@ class SVITrainer:
         return self.svi.step(x)
 
     def state_dict(self) -> dict:
-        store, net = pyro.get_param_store(), self.estimator.baseline_net
-        return {
-            "optim": self.optim.get_state(),
-            "baseline_net": net.state_dict() if net is not None else {},
-            "baseline_avg": {k: store[k].detach().clone() for k in store.keys() if k.startswith(BASELINE_AVG)},
-        }
+        return {"optim": self.optim.get_state(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optim.set_state(state["optim"])
-        if self.estimator.baseline_net is not None:
-            self.estimator.baseline_net.load_state_dict(state["baseline_net"])
-        for name, value in state["baseline_avg"].items():
-            pyro.get_param_store()[name] = value
+        self.estimator.load_state_dict(state["estimator"])
 
 
 class TorchTrainer:
@@ -129,8 +117,15 @@ def train_epoch(trainer, x: torch.Tensor, cfg: Config, epoch: int, bar: tqdm) ->
     return -total / seen, time.perf_counter() - start
 
 
-def fit(cfg: Config, out: str | Path, resume: bool = False, force: bool = False, progress: bool = True) -> FitResult:
-    """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``."""
+def fit(
+    cfg: Config, out: str | Path, resume: bool = False, force: bool = False, progress: bool = True,
+    label: str | None = None, position: int = 0,
+) -> FitResult:
+    """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``.
+
+    Progress: a bar per epoch; with a ``label``, one bar for the whole run at line ``position``
+    (how `compare` shows one bar per estimator).
+    """
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
     if cfg.batch_size > len(data.train_x):
@@ -149,11 +144,16 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, force: bool = False,
         run.write_metrics(history)
 
     steps = len(data.train_x) // cfg.batch_size
+    run_bar = tqdm(total=steps * (cfg.epochs - len(history)), desc=label, unit="step", position=position,
+                   disable=not progress or label is None)
     for epoch in range(len(history), cfg.epochs):
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress) as bar:
-            train_elbo, seconds = train_epoch(trainer, data.train_x, cfg, epoch, bar)
-            test = evaluate.elbo(vae, data.test_x)
-            bar.set_postfix(train_elbo=f"{train_elbo:.2f}", test_elbo=f"{test['elbo']:.2f}")
+        epoch_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                         disable=not progress or label is not None)
+        bar = epoch_bar if label is None else run_bar
+        train_elbo, seconds = train_epoch(trainer, data.train_x, cfg, epoch, bar)
+        test = evaluate.elbo(vae, data.test_x)
+        bar.set_postfix(train_elbo=f"{train_elbo:.2f}", test_elbo=f"{test['elbo']:.2f}")
+        epoch_bar.close()
         history.append(
             {"epoch": epoch + 1, "train_elbo": train_elbo, "test_elbo": test["elbo"],
              "test_recon": test["recon"], "test_kl": test["kl"], "seconds": seconds}
@@ -162,6 +162,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, force: bool = False,
                  "optimizer": trainer.state_dict(), "rng": rng_state(device), "history": history}
         run.save_checkpoint(state)
         run.write_metrics(history)
+    run_bar.close()
 
     train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
     final = {"train": evaluate.elbo(vae, train_x), "test": evaluate.elbo(vae, data.test_x)}

@@ -1,0 +1,74 @@
+"""Gradient diagnostics: per-parameter variance and signal-to-noise ratio of each estimator.
+
+At fixed parameters and on a fixed batch, draw S gradient estimates g_1..g_S and report, for
+the encoder (φ) and decoder (θ) separately,
+
+    variance = mean_j Var[g_j]          SNR = mean_j |E g_j| / std g_j
+
+(the SNR as in Rainforth et al. 2018, "Tighter variational bounds are not necessarily better").
+"""
+
+from dataclasses import asdict, dataclass
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from vae_pyro.estimators import Estimator
+
+
+@dataclass
+class GradStats:
+    estimator: str
+    group: str  # "encoder" | "decoder"
+    variance: float
+    snr: float
+    draws: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _flat_grads(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                      for p in module.parameters()])
+
+
+def gradient_stats(
+    estimator: Estimator, vae, x: torch.Tensor, draws: int = 100, seed: int = 0, warmup: int = 0,
+    progress: bool = False, label: str | None = None,
+) -> list[GradStats]:
+    """Variance and SNR of ``draws`` gradient estimates at the module's current parameters.
+
+    ``warmup`` draws come first and are discarded (they let `score`'s decaying baseline settle).
+    Moments are accumulated in float64, so memory is two vectors per group whatever S is.
+    """
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    groups = {"encoder": vae.encoder, "decoder": vae.decoder}
+    size = {g: sum(p.numel() for p in m.parameters()) for g, m in groups.items()}
+    sums = {g: torch.zeros(2, n, dtype=torch.float64, device=x.device) for g, n in size.items()}  # Σg, Σg²
+    for i in tqdm(range(warmup + draws), desc=f"gradients {label or estimator.name}", disable=not progress, leave=False):
+        vae.zero_grad(set_to_none=True)
+        estimator.backward(vae, x)
+        if i < warmup:
+            continue
+        for g, module in groups.items():
+            grad = _flat_grads(module).double()
+            sums[g] += torch.stack([grad, grad**2])
+    vae.zero_grad(set_to_none=True)
+    out = []
+    for g, (s1, s2) in sums.items():
+        mean = s1 / draws
+        var = (s2 / draws - mean**2).clamp_min(0) * draws / (draws - 1)
+        varying = var > 0
+        snr = (mean[varying].abs() / var[varying].sqrt()).mean().item()
+        out.append(GradStats(label or estimator.name, g, var.mean().item(), snr, draws))
+    return out
+
+
+def loss_draws(estimator: Estimator, vae, x: torch.Tensor, draws: int = 500, seed: int = 0) -> torch.Tensor:
+    """``draws`` values of the estimator's loss per image at fixed parameters (no gradients)."""
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    return torch.tensor([estimator.value(vae, x) / len(x) for _ in range(draws)], dtype=torch.float64)
