@@ -17,3 +17,22 @@ for f in curves gradients loss_values; do cp runs/compare-mnist5k/figures/$f.png
 # The exactness lab on synthetic-linear.
 python experiments/linear_exact.py --out runs/linear-exact
 cp runs/linear-exact/iwae_vs_k.png docs/figures/linear-iwae-vs-k.png
+
+# Models and pictures: the z = 2 latent space, the CVAE's classes, the autoencoder against the VAE.
+vae-pyro train --z-dim 2 --out runs/vae-z2 --force --quiet
+vae-pyro train --model cvae --z-dim 2 --out runs/cvae-z2 --force --quiet
+vae-pyro train --model cvae --out runs/cvae --force --quiet
+vae-pyro evaluate runs/cvae
+vae-pyro train --model ae --out runs/ae --force --quiet          # 784 -> 32 -> 784 code, same hidden layers
+vae-pyro train --z-dim 32 --out runs/vae-z32 --force --quiet
+vae-pyro evaluate runs/ae
+vae-pyro evaluate runs/vae-z32
+cp runs/vae-z2/figures/latent.png docs/figures/vae-z2-latent.png
+cp runs/cvae-z2/figures/samples.png docs/figures/cvae-z2-samples.png
+cp runs/cvae/figures/samples.png docs/figures/cvae-samples.png
+cp runs/ae/figures/samples.png docs/figures/ae-samples.png
+cp runs/vae-z32/figures/samples.png docs/figures/vae-z32-samples.png
+cp runs/vae-z32/figures/reconstructions.png docs/figures/vae-z32-reconstructions.png
+cp runs/ae/figures/reconstructions.png docs/figures/ae-reconstructions.png
+python experiments/latent_dims.py --out runs/latent-dims
+cp runs/latent-dims/latent_dims.png docs/figures/latent-dims.png

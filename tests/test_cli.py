@@ -34,7 +34,9 @@ def test_train_evaluate_and_check_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     for word in ("elbo", "recon", "kl", "s/epoch", f"run folder: {out}"):
         assert word in done.stdout
-    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "report.md", "figures"}
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "curves.png", "reconstructions.png", "samples.png", "latent.png", "traversals.png"}
     done = run_cli("evaluate", str(out), "--k", "10")
     assert done.returncode == 0 and "test_is_log_likelihood_k10" in done.stdout
     done = run_cli("check", "--draws", "300")
@@ -102,12 +104,12 @@ def test_existing_run_and_bad_resumes_are_refused_and_nothing_is_overwritten(cap
     out = tmp_path / "run"
     main(["train", "--epochs", "1", "--out", str(out), *SMALL])
     capsys.readouterr()
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     assert "already holds a run; pass --resume" in refused(capsys, ["train", "--out", str(out), *SMALL])
     err = refused(capsys, ["train", "--out", str(out), "--resume", "--z-dim", "8", "--quiet"])
     assert "z_dim: run has 4, asked 8" in err
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
     assert "holds no run" in refused(capsys, ["train", "--out", str(tmp_path / "nothing"), "--resume"])
     assert "--resume needs --out" in refused(capsys, ["train", "--resume"])

@@ -27,14 +27,14 @@ def without_seconds(history: list[dict]) -> list[dict]:
 def test_two_epochs_raise_the_test_elbo(tmp_path):
     cfg = Config(epochs=2)
     data = load_data(cfg, torch.device("cpu"))
-    before = evaluate.elbo(build_vae(cfg, 784, torch.device("cpu")), data.test_x)["elbo"]
+    before = evaluate.metrics(build_vae(cfg, 784, torch.device("cpu")), data.test_x)["elbo"]
     result = fit(cfg, tmp_path / "run", progress=False)
     after = [r["test_elbo"] for r in result.history]
     assert before < -500 and after[-1] > -250  # an untrained decoder scores ~ 784 log 2; two epochs learn a lot
     assert after[1] > after[0] > before
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == result.history
-    assert set(result.history[0]) == {"epoch", "train_elbo", "test_elbo", "test_recon", "test_kl", "seconds"}
+    assert set(result.history[0]) == {"epoch", "train_elbo", "test_elbo", "test_recon", "test_kl", "kl_weight", "seconds"}
     assert result.final["test"]["elbo"] == pytest.approx(after[-1])
 
 
@@ -54,7 +54,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
 
 def test_same_initial_weights_whatever_the_estimator():
     first = build_vae(Config(estimator="trace", seed=3), 784, torch.device("cpu")).state_dict()
-    for name in estimators.NAMES:
+    for name in estimators.ELBO_NAMES:
         other = build_vae(Config(estimator=name, seed=3), 784, torch.device("cpu")).state_dict()
         assert all(torch.equal(first[k], other[k]) for k in first)
     different = build_vae(Config(seed=4), 784, torch.device("cpu")).state_dict()
@@ -64,10 +64,10 @@ def test_same_initial_weights_whatever_the_estimator():
 @pytest.fixture(scope="module")
 def untrained_test_elbo() -> float:
     cfg = Config(**TINY)
-    return evaluate.elbo(build_vae(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
+    return evaluate.metrics(build_vae(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
 
 
-@pytest.mark.parametrize("estimator", estimators.NAMES)
+@pytest.mark.parametrize("estimator", estimators.ELBO_NAMES)
 @pytest.mark.parametrize("samples", [1, 3])
 def test_every_estimator_trains(tmp_path, estimator, samples, untrained_test_elbo):
     options = {"iwae_k": samples} if estimator == "iwae" else {"particles": samples}
@@ -84,9 +84,9 @@ def test_gaussian_likelihood_trains(tmp_path):
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_step, calls = SVITrainer.step, []
 
-    def step_that_diverges_in_epoch_2(self, x):
+    def step_that_diverges_in_epoch_2(self, x, y=None):
         calls.append(1)
-        return float("nan") if len(calls) > 40 else real_step(self, x)  # an epoch of TINY is 31 steps
+        return float("nan") if len(calls) > 40 else real_step(self, x, y)  # an epoch of TINY is 31 steps
 
     monkeypatch.setattr(SVITrainer, "step", step_that_diverges_in_epoch_2)
     with pytest.raises(Diverged, match=r"epoch 2, step 10; the checkpoint of epoch 1 is kept: continue with --resume --lr"):

@@ -15,28 +15,30 @@ from pyro import poutine
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vae_pyro import data, hand
+from vae_pyro.estimators import batch
 from vae_pyro.config import Config
 from vae_pyro.experiment import EVAL_SEED, build_vae
 
 Z_SCORE = 4.0  # tolerance of a statistical check, in standard errors
 
 
-def pyro_loss_and_eps(elbo: infer.ELBO, vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pyro's loss on batch ``x`` and the ε it drew: ε = (z − μ(x)) / σ(x), shape (L, batch, k)."""
+def pyro_loss_and_eps(elbo: infer.ELBO, vae, x: torch.Tensor, y: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pyro's loss on batch ``x`` (labels ``y`` for a CVAE) and the ε it drew: ε = (z − μ) / σ, shape (L, batch, k)."""
     guide = poutine.trace(vae.guide)
-    loss = elbo.differentiable_loss(vae.model, guide, x)
+    loss = elbo.differentiable_loss(vae.model, guide, *batch(x, y))
     z = guide.trace.nodes["z"]["value"].detach()
-    loc, scale = (t.detach() for t in vae.encoder(x))
+    loc, scale = (t.detach() for t in vae.encode(x, y))
     eps = (z - loc) / scale
     return loss, eps if eps.dim() == 3 else eps.unsqueeze(0)
 
 
-def same_eps_gap(vae, x: torch.Tensor, particles: int = 1) -> tuple[float, float]:
+def same_eps_gap(vae, x: torch.Tensor, particles: int = 1, y: torch.Tensor | None = None) -> tuple[float, float]:
     """(max |Δ loss| per image, max |Δ gradient| / max |gradient|) between meanfield and hand on one ε."""
     elbo = infer.TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     params = list(vae.parameters())
-    pyro_loss, eps = pyro_loss_and_eps(elbo, vae, x)
-    hand_loss = hand.loss(vae, x, particles, eps)
+    pyro_loss, eps = pyro_loss_and_eps(elbo, vae, x, y)
+    hand_loss = hand.loss(vae, x, y, particles=particles, eps=eps)
     g_pyro = torch.autograd.grad(pyro_loss, params)
     g_hand = torch.autograd.grad(hand_loss, params)
     loss_gap = (pyro_loss - hand_loss).abs().item() / len(x)
@@ -52,7 +54,7 @@ def trace_minus_hand(vae, x: torch.Tensor, draws: int) -> torch.Tensor:
     with torch.no_grad():
         for d in range(draws):
             loss, eps = pyro_loss_and_eps(elbo, vae, x)
-            out[d] = (loss - hand.loss(vae, x, 1, eps)).item() / len(x)
+            out[d] = (loss - hand.loss(vae, x, eps=eps)).item() / len(x)
     return out
 
 
@@ -94,7 +96,7 @@ def run_checks(draws: int = 2000, seed: int = 0, batch: int = 64, vae=None, verb
     checks.append(Check(f"(b) trace - hand over {draws} draws: mean +- se per image",
                         f"{mean:+.4f} +- {se:.4f}", f"|mean| < {Z_SCORE:g} se", abs(mean) < Z_SCORE * se))
     with torch.no_grad():
-        loc, scale = vae64.encoder(x64)
+        loc, scale = vae64.encode(x64)
     gen = torch.Generator().manual_seed(seed)
     rand_loc = 3 * torch.randn(1000, 20, generator=gen, dtype=torch.float64)
     rand_scale = torch.exp(torch.randn(1000, 20, generator=gen, dtype=torch.float64))

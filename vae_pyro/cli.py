@@ -1,4 +1,4 @@
-"""The ``vae-pyro`` command: train, compare, evaluate, gradvar, check."""
+"""The ``vae-pyro`` command: train, compare, evaluate, sample, report, gradvar, check."""
 
 import argparse
 import shlex
@@ -41,18 +41,24 @@ def sizes(text: str) -> tuple[int, ...]:
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per Config field; the default None means 'not given' (the Config default applies)."""
     d = Config.__dataclass_fields__
+    p.add_argument("--model", help="vae, cvae (conditional on the label), ae (deterministic autoencoder) [vae]")
     p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist, synthetic-linear [{d['dataset'].default}]")
     p.add_argument("--data-dir", help="folder for downloaded data sets [~/.cache/vae_pyro]")
-    p.add_argument("--estimator", help=f"trace, meanfield, hand, score, iwae, jit-trace, jit-meanfield [{d['estimator'].default}]")
+    p.add_argument("--estimator", help="trace, meanfield, hand, score, iwae, jit-trace, jit-meanfield; "
+                   "reconstruction for --model ae [meanfield]")
     p.add_argument("--particles", type=positive_int, help="Monte-Carlo samples L per image [1]")
     p.add_argument("--baseline", help="score estimator's baseline: none, decaying, neural [none]")
     p.add_argument("--iwae-k", type=positive_int, help="samples per image of the iwae bound [5]")
-    p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20]")
+    p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20; 32 for ae]")
     p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256; none: linear [400]")
+    p.add_argument("--conv", action="store_const", const=True, help="convolutional encoder/decoder (28x28 images)")
     p.add_argument("--activation", help="relu, softplus, tanh [relu]")
-    p.add_argument("--likelihood", help="bernoulli, gaussian, gaussian-shared (one sigma) [bernoulli]")
+    p.add_argument("--likelihood", help="bernoulli, continuous-bernoulli, gaussian, gaussian-shared (one sigma) "
+                   "[bernoulli]")
     p.add_argument("--min-scale", type=float, help="floor of the Gaussian decoder's sigma [0.01]")
+    p.add_argument("--prior", help="the cvae's p(z|y): learned, standard [learned]")
     p.add_argument("--beta", type=float, help="weight of the KL term [1]")
+    p.add_argument("--kl-warmup", type=int, help="epochs over which the KL weight rises from 0 to beta [0]")
     p.add_argument("--binarize", help="dynamic, static, none [dynamic for bernoulli, else none]")
     p.add_argument("--batch-size", type=positive_int, help="[128]")
     p.add_argument("--epochs", type=positive_int, help="[30]")
@@ -73,6 +79,7 @@ def print_table(rows: dict[str, dict[str, float]], keys: list[str]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from vae_pyro.report import write_run_report
     from vae_pyro.runs import Run
     from vae_pyro.train import fit
 
@@ -85,8 +92,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = Config(**options)
     out = args.out or Path("runs") / f"{strftime('%Y%m%d-%H%M%S')}-{cfg.estimator}-{cfg.dataset}"
     result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
-    print(f"\n{cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
-    print_table(result.final, ["elbo", "recon", "kl"])
+    write_run_report(result.run)
+    print(f"\n{cfg.model} with {cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
+    print_table(result.final, list(result.final["test"]))
     if result.history:
         seconds = sorted(r["seconds"] for r in result.history)[len(result.history) // 2]
         print(f"{'s/epoch':10}{seconds:12.2f}  (median)")
@@ -125,6 +133,26 @@ def cmd_gradvar(args: argparse.Namespace) -> None:
     print(f"{'estimator':14}{'group':>9}{'variance':>13}{'SNR':>9}   ({args.draws} draws, {len(x)} images)")
     for r in rows:
         print(f"{r['estimator']:14}{r['group']:>9}{r['variance']:13.3g}{r['snr']:9.3f}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from vae_pyro.experiment import resolve_device, restore
+    from vae_pyro.plots import samples
+
+    cfg, model, _ = restore(args.run, resolve_device(args.device))
+    if args.label is not None and not model.conditional:
+        raise VaeError(f"--label needs a conditional model (--model cvae); {args.run} is a {cfg.model}")
+    if args.label is not None and not 0 <= args.label < 10:
+        raise VaeError(f"--label must be a class from 0 to 9, got {args.label}")
+    suffix = "" if args.label is None else f"-label{args.label}"
+    out = Path(args.out) if args.out else Path(args.run) / "figures" / f"samples{suffix}.png"
+    print(samples(model, out, n=args.n, label=args.label, seed=args.seed))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from vae_pyro.report import write_run_report
+
+    print(write_run_report(args.run))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -179,6 +207,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
     p.set_defaults(func=cmd_gradvar)
+
+    p = sub.add_parser("sample", help="images decoded from prior samples (one class with --label, for a cvae)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--n", type=positive_int, default=64, help="how many [64]")
+    p.add_argument("--label", type=int, help="the class to draw (cvae)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG file [RUN/figures/samples.png]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("report", help="(re)make a run's figures and report.md")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="test ELBO, KL / reconstruction, IS log-likelihood of a run")
     p.add_argument("run", help="run folder")

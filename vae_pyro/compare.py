@@ -23,9 +23,10 @@ from vae_pyro import diagnostics, plots
 from vae_pyro.config import Config
 from vae_pyro.data import binarise, seeded
 from vae_pyro.errors import VaeError
+from vae_pyro.estimators import ELBO_NAMES
 from vae_pyro.evaluate import evaluate_run
 from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator, resolve_device, restore
-from vae_pyro.report import write_report
+from vae_pyro.report import write_report, write_run_report
 from vae_pyro.runs import CHECKPOINT, Run, atomic_write, write_json
 from vae_pyro.train import fit
 
@@ -121,10 +122,12 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
             command: str = "vae-pyro compare") -> dict:
     """Train, evaluate and diagnose every estimator in ``names``; write summary, figures and report."""
     out = Path(out)
-    unknown = [n for n in names if n not in ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")]
+    unknown = [n for n in names if n not in ELBO_NAMES]
     if unknown or len(set(names)) != len(names) or not names:
-        raise VaeError(f"--estimators must name distinct estimators from trace, meanfield, hand, score, iwae, "
-                       f"jit-trace, jit-meanfield; got {','.join(names) or 'none'}")
+        raise VaeError(f"--estimators must name distinct estimators from {', '.join(ELBO_NAMES)}; "
+                       f"got {','.join(names) or 'none'}")
+    if options.get("model") == "ae":
+        raise VaeError("compare compares ELBO estimators; the autoencoder has none: train it with vae-pyro train --model ae")
     configs = {n: config_for(options, n) for n in names}
     if jobs < 1:
         raise VaeError(f"--jobs must be a positive integer, got {jobs}")
@@ -141,6 +144,8 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
 
     train_all(configs, out, jobs, resume, force, progress)
     evaluations = {n: _evaluation(out / n, k, progress) for n in names}
+    for n in names:
+        write_run_report(out / n)
     histories = {n: Run.open(out / n).metrics() for n in names}
 
     base = configs[names[0]]

@@ -12,6 +12,8 @@ and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `scor
 | `iwae`          | IWAE, K samples (Burda et al. 2016)                 | reparameterised |
 | `jit-trace`     | as `trace`, compiled by ``torch.jit.trace``                             |
 | `jit-meanfield` | as `meanfield`, compiled                                                |
+
+and, for the deterministic autoencoder (``--model ae``) only, `reconstruction`: −log p_θ(x | f_φ(x)).
 """
 
 import warnings
@@ -36,7 +38,8 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "jit-trace": infer.JitTrace_ELBO,
     "jit-meanfield": infer.JitTraceMeanField_ELBO,
 }
-NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")
+ELBO_NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")  # for a VAE / CVAE
+NAMES = (*ELBO_NAMES, "reconstruction")
 BASELINES = ("none", "decaying", "neural")
 BASELINE_AVG = "__baseline_avg"  # TraceGraph_ELBO's param-store prefix for decaying-average baselines
 
@@ -64,12 +67,26 @@ class ScoreFunction(Messenger):
             msg["infer"]["baseline"] = self.baseline
 
 
+def reconstruction_loss(ae, x: torch.Tensor, y: torch.Tensor | None = None, particles: int = 1) -> torch.Tensor:
+    """The autoencoder's loss: −Σ_i log p_θ(x_i | f_φ(x_i)), deterministic (``particles`` unused)."""
+    code, _ = ae.encode(x, y)
+    return -hand.log_likelihood(ae.likelihood, x, ae.decode(code, y)).sum()
+
+
+TORCH_LOSSES = {"hand": hand.loss, "reconstruction": reconstruction_loss}
+
+
 @dataclass
 class Estimator:
-    """One named objective. ``elbo`` is the Pyro ELBO object, or None for the hand-derived loss.
+    """One named objective. ``elbo`` is the Pyro ELBO object, or None for a plain-PyTorch loss
+    (``TORCH_LOSSES``: the hand-derived ELBO, or the autoencoder's reconstruction).
 
     ``baseline`` / ``baseline_net`` belong to `score`: the control variate it subtracts, and for
     ``neural`` the network b(x) trained alongside (Mnih & Gregor 2014).
+
+    Pyro's ELBOs reach the module's parameters through Pyro's global param store, and the jit-*
+    ones compile against it: before using a new estimator on another module, clear the store
+    (``pyro.clear_param_store()``; the trainers and diagnostics do).
     """
 
     name: str
@@ -82,7 +99,7 @@ class Estimator:
         if self.name != "score":
             return vae.guide
 
-        def score_guide(x: torch.Tensor) -> None:
+        def score_guide(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
             options = {
                 "none": {},
                 "decaying": {"use_decaying_avg_baseline": True},
@@ -91,22 +108,22 @@ class Estimator:
             if self.baseline_net is not None:
                 pyro.module("baseline", self.baseline_net)
             with ScoreFunction(options):
-                vae.guide(x)
+                vae.guide(x, y)
 
         return score_guide
 
-    def loss(self, vae, x: torch.Tensor) -> torch.Tensor:
-        """−(bound) summed over the batch, differentiable (hand and the ELBOs that offer it)."""
+    def loss(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """−(bound) summed over the batch, differentiable (plain-PyTorch losses and the ELBOs that offer it)."""
         if self.elbo is None:
-            return hand.loss(vae, x, self.particles)
-        return self.elbo.differentiable_loss(vae.model, self.guide(vae), x)
+            return TORCH_LOSSES[self.name](vae, x, y, self.particles)
+        return self.elbo.differentiable_loss(vae.model, self.guide(vae), *batch(x, y))
 
-    def value(self, vae, x: torch.Tensor) -> float:
+    def value(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         """One draw of −(bound) summed over the batch, no gradients."""
         with torch.no_grad():
             if self.elbo is None:
-                return hand.loss(vae, x, self.particles).item()
-            return self.elbo.loss(vae.model, self.guide(vae), x)
+                return self.loss(vae, x, y).item()
+            return self.elbo.loss(vae.model, self.guide(vae), *batch(x, y))
 
     def state_dict(self) -> dict:
         """What `score` keeps beside the module: the neural baseline's weights and the
@@ -123,19 +140,27 @@ class Estimator:
         for name, value in state["baseline_avg"].items():
             pyro.get_param_store()[name] = value
 
-    def backward(self, vae, x: torch.Tensor) -> float:
+    def backward(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         """Accumulate one draw of this estimator's gradient into ``.grad``; return the loss."""
         if self.elbo is None:
-            loss = hand.loss(vae, x, self.particles)
+            loss = self.loss(vae, x, y)
             loss.backward()
             return loss.item()
-        return self.elbo.loss_and_grads(vae.model, self.guide(vae), x)
+        return self.elbo.loss_and_grads(vae.model, self.guide(vae), *batch(x, y))
 
 
-def check_options(name: str, particles: int, baseline: str) -> None:
+def batch(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The arguments of model and guide: (x,) or, for a conditional model, (x, y)."""
+    return (x,) if y is None else (x, y)
+
+
+def check_options(name: str, particles: int, baseline: str, model: str = "vae") -> None:
     """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
+    if (model == "ae") != (name == "reconstruction"):
+        raise VaeError("the autoencoder (--model ae) trains on --estimator reconstruction only, and only it does; "
+                       f"got --model {model} --estimator {name}")
     if baseline not in BASELINES:
         raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if name == "iwae" and particles != 1:
@@ -151,8 +176,8 @@ def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5,
 
     `iwae` draws K = ``iwae_k`` samples per image instead; `score` uses ``baseline``.
     """
-    check_options(name, particles, baseline)
-    if name == "hand":
+    check_options(name, particles, baseline, "ae" if name == "reconstruction" else "vae")
+    if name in TORCH_LOSSES:
         return Estimator(name, particles, None)
     samples = iwae_k if name == "iwae" else particles
     # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution

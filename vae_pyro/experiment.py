@@ -7,7 +7,8 @@ import torch
 from vae_pyro import data, estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
-from vae_pyro.models import VAE
+from vae_pyro.models import AE, CVAE, VAE
+from vae_pyro.nets import SIDE
 from vae_pyro.runs import Run
 
 EVAL_SEED = 2013  # the test set's fixed binarisation and evaluation noise: the same for every run
@@ -45,11 +46,19 @@ def load_data(cfg: Config, device: torch.device) -> Data:
     return Data(train_x, ds.train_y, test_x, ds.test_y)
 
 
-def build_vae(cfg: Config, x_dim: int, device: torch.device) -> VAE:
+def build_vae(cfg: Config, x_dim: int, device: torch.device) -> VAE | CVAE | AE:
     """The module, initialised from ``cfg.seed`` alone: the same weights whatever the estimator."""
+    if cfg.conv and x_dim != SIDE * SIDE:
+        raise VaeError(f"--conv needs {SIDE}x{SIDE} images, but {cfg.dataset} has {x_dim} values per point; drop --conv")
     torch.manual_seed(cfg.seed)
-    vae = VAE(x_dim, cfg.z_dim, cfg.hidden, cfg.likelihood, cfg.activation, cfg.min_scale, cfg.beta)
-    return vae.to(device)
+    common = (x_dim, cfg.z_dim, cfg.hidden, cfg.likelihood, cfg.activation, cfg.min_scale)
+    if cfg.model == "ae":
+        model = AE(*common, conv=cfg.conv)
+    elif cfg.model == "cvae":
+        model = CVAE(*common, cfg.beta, cfg.conv, cfg.prior)
+    else:
+        model = VAE(*common, cfg.beta, cfg.conv)
+    return model.to(device)
 
 
 def make_estimator(cfg: Config, x_dim: int) -> estimators.Estimator:
@@ -61,7 +70,6 @@ def restore(run_dir, device: torch.device) -> tuple[Config, VAE, dict]:
     run = Run.open(run_dir)
     cfg = run.config()
     ckpt = run.load_checkpoint(device)
-    x_dim = ckpt["module"]["encoder.net.0.weight"].shape[1]
-    vae = build_vae(cfg, x_dim, device)
+    vae = build_vae(cfg, ckpt["x_dim"], device)
     vae.load_state_dict(ckpt["module"])
     return cfg, vae, ckpt

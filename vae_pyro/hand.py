@@ -16,10 +16,18 @@ import torch.nn.functional as F
 LOG_2PI = math.log(2 * math.pi)
 
 
-def gaussian_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, diag σ²) ‖ N(0, I)) = ½ (tr Σ + μᵀμ − k − log det Σ), over the last dimension."""
-    var = scale**2
-    return 0.5 * (var + loc**2 - 1 - torch.log(var)).sum(-1)
+def gaussian_kl(
+    loc: torch.Tensor, scale: torch.Tensor, prior_loc: torch.Tensor | None = None, prior_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(N(μ, diag σ²) ‖ N(0, I)) = ½ (tr Σ + μᵀμ − k − log det Σ), over the last dimension.
+
+    With a prior N(m, diag s²) (the CVAE's p(z|y)): ½ Σ_j (σ_j²/s_j² + (μ_j − m_j)²/s_j² − 1 − log σ_j²/s_j²).
+    """
+    if prior_loc is None:
+        var = scale**2
+        return 0.5 * (var + loc**2 - 1 - torch.log(var)).sum(-1)
+    ratio = (scale / prior_scale) ** 2
+    return 0.5 * (ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - torch.log(ratio)).sum(-1)
 
 
 def reparameterise(loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -37,10 +45,24 @@ def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (x * logits - F.softplus(logits)).sum(-1)
 
 
+def continuous_bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log CB(x | λ) = log Bern(x | λ) + log C(λ), λ = sigmoid(l) (Loaiza-Ganem & Cunningham 2019).
+
+    The normaliser C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ) is, in logits, l / tanh(l / 2): with
+    1 − 2λ = −tanh(l/2), artanh(1 − 2λ) = −l/2. Near l = 0 (λ = ½) it is 2 (1 + l²/12 + O(l⁴)).
+    """
+    small = logits.abs() < 1e-3
+    safe = torch.where(small, torch.ones_like(logits), logits)  # keeps the unused branch finite
+    log_norm = torch.where(small, math.log(2) + logits**2 / 12, torch.log(safe / torch.tanh(safe / 2)))
+    return bernoulli_log_prob(x, logits) + log_norm.sum(-1)
+
+
 def log_likelihood(name: str, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """log p_θ(x|z) per image for decoder output ``params``."""
     if name.startswith("gaussian"):
         return normal_log_prob(x, *params)
+    if name == "continuous-bernoulli":
+        return continuous_bernoulli_log_prob(x, *params)
     return bernoulli_log_prob(x, *params)
 
 
@@ -52,24 +74,28 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
-def elbo_terms(vae, x: torch.Tensor, particles: int = 1, eps: torch.Tensor | None = None) -> ELBOTerms:
+def elbo_terms(
+    vae, x: torch.Tensor, y: torch.Tensor | None = None, particles: int = 1, eps: torch.Tensor | None = None
+) -> ELBOTerms:
     """ELBO = (1/L) Σ_l log p_θ(x | μ + σ ⊙ ε_l) − KL(q ‖ p), per image.
 
     ``eps`` of shape (L, batch, k) (or (batch, k) for L = 1) replaces the draw of ε, so the
-    estimate can be made on the very sample another estimator used.
+    estimate can be made on the very sample another estimator used. ``y``: labels, for a CVAE.
     """
-    loc, scale = vae.encoder(x)
+    loc, scale = vae.encode(x, y)
     if eps is None:
         eps = torch.randn((particles, *loc.shape), dtype=loc.dtype, device=loc.device)
     elif eps.dim() == loc.dim():
         eps = eps.unsqueeze(0)
     z = reparameterise(loc, scale, eps)
-    recon = log_likelihood(vae.likelihood, x, vae.decoder(z)).mean(0)
-    kl = gaussian_kl(loc, scale)
+    recon = log_likelihood(vae.likelihood, x, vae.decode(z, y)).mean(0)
+    kl = gaussian_kl(loc, scale) if vae.prior_net is None else gaussian_kl(loc, scale, *vae.prior(x, y))
     return ELBOTerms(recon - kl, recon, kl)
 
 
-def loss(vae, x: torch.Tensor, particles: int = 1, eps: torch.Tensor | None = None) -> torch.Tensor:
+def loss(
+    vae, x: torch.Tensor, y: torch.Tensor | None = None, particles: int = 1, eps: torch.Tensor | None = None
+) -> torch.Tensor:
     """The training loss: −Σ_i (recon_i − β KL_i), summed over the batch like Pyro's ELBOs."""
-    terms = elbo_terms(vae, x, particles, eps)
+    terms = elbo_terms(vae, x, y, particles, eps)
     return -(terms.recon - vae.beta * terms.kl).sum()

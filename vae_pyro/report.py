@@ -1,11 +1,17 @@
-"""report.md for a comparison: the tables, every figure, and the command that made them."""
+"""report.md for a run or a comparison: the tables, every figure, and the command that made them."""
 
+from dataclasses import fields
 from pathlib import Path
 
-from vae_pyro.runs import atomic_write
+import torch
+
+from vae_pyro import plots
+from vae_pyro.config import Config
+from vae_pyro.experiment import load_data, restore
+from vae_pyro.runs import Run, atomic_write
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -20,19 +26,19 @@ def results_table(summary: dict) -> str:
             for r in summary["estimators"]]
     header = ["estimator", "test ELBO", f"test log p(x), IS K={k.rsplit('k', 1)[1]}", "test KL", "active units",
               "grad var φ (encoder)", "grad var θ (decoder)", "s/epoch"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def gradient_table(summary: dict) -> str:
     rows = [[g["point"], f"`{g['estimator']}`", g["group"], f"{g['variance']:.3g}", f"{g['snr']:.3f}"]
             for g in summary["gradients"]]
-    return _table(["parameters", "estimator", "group", "mean variance", "mean SNR"], rows)
+    return markdown_table(["parameters", "estimator", "group", "mean variance", "mean SNR"], rows)
 
 
 def write_report(out: Path, summary: dict, figures: dict[str, Path]) -> Path:
     rel = {name: path.relative_to(out).as_posix() for name, path in figures.items()}
     draws = summary["gradients"][0]["draws"]
-    losses = _table(["estimator", "mean loss per image", "std over draws"],
+    losses = markdown_table(["estimator", "mean loss per image", "std over draws"],
                     [[f"`{n}`", f"{v['mean']:.2f}", f"{v['std']:.3f}"] for n, v in summary["loss_values"].items()])
     text = f"""# Estimator comparison
 
@@ -71,3 +77,55 @@ The distribution of each estimator's loss value over repeated draws at the train
     path = out / "report.md"
     atomic_write(path, text.encode())
     return path
+
+
+def train_command(cfg: Config, out: Path) -> str:
+    """The `vae-pyro train` command line that makes this configuration (options that differ from the defaults)."""
+    default = Config(model=cfg.model)
+    parts = ["vae-pyro train"]
+    for f in fields(Config):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name) or f.name == "data_dir":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif f.name == "hidden":
+            parts.append(f"{flag} {','.join(map(str, value)) or 'none'}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join([*parts, "--out", str(out)])
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """A run's figures (figures/*.png) and its report.md: final metrics, curves, pictures, the command."""
+    run_dir = Path(run_dir)
+    cfg, model, _ = restore(run_dir, torch.device("cpu"))
+    data = load_data(cfg, torch.device("cpu"))
+    history = Run.open(run_dir).metrics()
+    y = data.test_y if model.conditional else None
+    figures = run_dir / "figures"
+    made = {
+        "training curves": plots.run_curves(history, figures / "curves.png"),
+        "test images (top) and their reconstructions from z = μ(x) (bottom)":
+            plots.reconstructions(model, data.test_x, y, figures / "reconstructions.png"),
+        "samples from the prior" + (", one column per class" if model.conditional else ""):
+            plots.samples(model, figures / "samples.png"),
+        "latent space": plots.latent_space(model, data.test_x, data.test_y, figures / "latent.png"),
+        "latent traversals: row d sweeps coordinate d": plots.traversals(model, data.test_x, y, figures / "traversals.png"),
+    }
+    last = history[-1]
+    rows = [[k, f"{v:.2f}"] for k, v in last.items() if k.startswith(("train_", "test_"))]
+    body = "\n\n".join(f"### {title}\n\n![{title}]({p.relative_to(run_dir).as_posix()})" for title, p in made.items())
+    text = f"""# {cfg.model} with `{cfg.estimator}` on {cfg.dataset}
+
+Made by `{train_command(cfg, run_dir)}`; figures by `vae-pyro report {run_dir}` (train writes them too).
+
+After {last['epoch']} epochs (nats per image):
+
+{markdown_table(["metric", "value"], rows)}
+
+{body}
+"""
+    atomic_write(run_dir / "report.md", text.encode())
+    return run_dir / "report.md"

@@ -44,8 +44,8 @@ class SVITrainer:
         self.optim = pyro.optim.Adam({"lr": lr})
         self.svi = SVI(vae.model, estimator.guide(vae), self.optim, loss=estimator.elbo)
 
-    def step(self, x: torch.Tensor) -> float:
-        return self.svi.step(x)
+    def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        return self.svi.step(*estimators.batch(x, y))
 
     def state_dict(self) -> dict:
         return {"optim": self.optim.get_state(), "estimator": self.estimator.state_dict()}
@@ -62,9 +62,9 @@ class TorchTrainer:
         self.estimator, self.vae = estimator, vae
         self.optim = torch.optim.Adam(vae.parameters(), lr=lr)
 
-    def step(self, x: torch.Tensor) -> float:
+    def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
-        loss = self.estimator.backward(self.vae, x)
+        loss = self.estimator.backward(self.vae, x, y)
         self.optim.step()
         return loss
 
@@ -96,17 +96,25 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 class FitResult:
     run: Path
     history: list[dict]  # one metrics.jsonl record per epoch
-    final: dict[str, dict[str, float]]  # {"train" | "test": evaluate.elbo(...)}
+    final: dict[str, dict[str, float]]  # {"train" | "test": evaluate.metrics(...)}
 
 
-def train_epoch(trainer, x: torch.Tensor, cfg: Config, epoch: int, bar: tqdm) -> tuple[float, float]:
-    """One pass over shuffled batches; returns (mean training bound per image, seconds)."""
+def kl_weight(cfg: Config, epoch: int) -> float:
+    """β_e = β · min(1, e / W) for epoch e = 0, 1, … and warm-up W epochs (W = 0: β throughout)."""
+    return cfg.beta * min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup else cfg.beta
+
+
+def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm) -> tuple[float, float]:
+    """One pass over shuffled batches; returns (mean training objective per image, seconds).
+
+    ``y`` (labels) is passed on to a conditional model, None otherwise.
+    """
     gen = seeded(cfg.seed, epoch, device=x.device)
     if cfg.binarize == "dynamic":
         x = binarise(x, gen)
     total, seen, start = 0.0, 0, time.perf_counter()
     for step, idx in enumerate(batches(len(x), cfg.batch_size, gen)):
-        loss = trainer.step(x[idx])
+        loss = trainer.step(x[idx], y[idx] if y is not None else None)
         if not math.isfinite(loss):
             raise Diverged(
                 f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the checkpoint of epoch {epoch} "
@@ -146,24 +154,28 @@ def fit(
     steps = len(data.train_x) // cfg.batch_size
     run_bar = tqdm(total=steps * (cfg.epochs - len(history)), desc=label, unit="step", position=position,
                    disable=not progress or label is None)
+    labels = (data.train_y, data.test_y) if vae.conditional else (None, None)
+    objective = "recon" if cfg.model == "ae" else "elbo"
     for epoch in range(len(history), cfg.epochs):
+        if cfg.model != "ae":
+            vae.beta = kl_weight(cfg, epoch)
         epoch_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                          disable=not progress or label is not None)
         bar = epoch_bar if label is None else run_bar
-        train_elbo, seconds = train_epoch(trainer, data.train_x, cfg, epoch, bar)
-        test = evaluate.elbo(vae, data.test_x)
-        bar.set_postfix(train_elbo=f"{train_elbo:.2f}", test_elbo=f"{test['elbo']:.2f}")
+        train_value, seconds = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar)
+        test = evaluate.metrics(vae, data.test_x, labels[1])
+        bar.set_postfix({f"train_{objective}": f"{train_value:.2f}", f"test_{objective}": f"{test[objective]:.2f}"})
         epoch_bar.close()
-        history.append(
-            {"epoch": epoch + 1, "train_elbo": train_elbo, "test_elbo": test["elbo"],
-             "test_recon": test["recon"], "test_kl": test["kl"], "seconds": seconds}
-        )
-        state = {"epoch": epoch + 1, "config": cfg.to_dict(), "module": vae.state_dict(),
+        record = {"epoch": epoch + 1, f"train_{objective}": train_value, **{f"test_{k}": v for k, v in test.items()}}
+        if cfg.model != "ae":
+            record["kl_weight"] = vae.beta
+        history.append({**record, "seconds": seconds})
+        state = {"epoch": epoch + 1, "config": cfg.to_dict(), "x_dim": data.train_x.shape[1], "module": vae.state_dict(),
                  "optimizer": trainer.state_dict(), "rng": rng_state(device), "history": history}
         run.save_checkpoint(state)
         run.write_metrics(history)
     run_bar.close()
 
     train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
-    final = {"train": evaluate.elbo(vae, train_x), "test": evaluate.elbo(vae, data.test_x)}
+    final = {"train": evaluate.metrics(vae, train_x, labels[0]), "test": evaluate.metrics(vae, data.test_x, labels[1])}
     return FitResult(run.path, history, final)

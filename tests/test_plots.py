@@ -1,0 +1,74 @@
+"""Every figure function writes a PNG of the size it promises."""
+
+import struct
+
+import pytest
+import torch
+
+from vae_pyro import plots
+from vae_pyro.cli import main
+from vae_pyro.config import Config
+from vae_pyro.experiment import build_vae
+from vae_pyro.models import CVAE
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    return struct.unpack(">II", data[16:24])
+
+
+def grid(columns: int, rows: int) -> tuple[int, int]:
+    """torchvision's make_grid with 2-pixel padding around 28-pixel tiles."""
+    return columns * 30 + 2, rows * 30 + 2
+
+
+@pytest.fixture(scope="module")
+def models():
+    cpu = torch.device("cpu")
+    return {name: build_vae(Config(model=name, z_dim=z, hidden=(32,)), 784, cpu)
+            for name, z in (("vae", 2), ("cvae", 5), ("ae", 32))}
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae", "ae"])
+def test_image_figures(tmp_path, models, mnist5k, name):
+    model = models[name]
+    y = mnist5k.test_y if model.conditional else None
+    assert png_size(plots.reconstructions(model, mnist5k.test_x, y, tmp_path / "r.png")) == grid(16, 2)
+    samples = plots.samples(model, tmp_path / "s.png", n=64)
+    assert png_size(samples) == (grid(10, 7) if model.conditional else grid(8, 8))
+    assert png_size(plots.traversals(model, mnist5k.test_x, y, tmp_path / "t.png")) == grid(9, min(10, model.z_dim))
+    wide = model.z_dim == 2 and not model.conditional  # scatter + decoded manifold
+    expected = (1200, 550) if wide else (650, 550)
+    assert png_size(plots.latent_space(model, mnist5k.test_x, mnist5k.test_y, tmp_path / "l.png")) == expected
+
+
+def test_cvae_samples_of_one_label(tmp_path):
+    torch.manual_seed(0)
+    assert png_size(plots.samples(CVAE(z_dim=3, hidden=(16,)), tmp_path / "s.png", n=16, label=7)) == grid(8, 2)
+
+
+def test_plot_figures(tmp_path):
+    history = [{"epoch": e, "train_elbo": -200.0 + e, "test_elbo": -210.0 + e, "test_recon": -190.0 + e,
+                "test_kl": 20.0, "kl_weight": 1.0, "seconds": 0.5} for e in (1, 2, 3)]
+    assert png_size(plots.run_curves(history, tmp_path / "a.png")) == (700, 420)
+    assert png_size(plots.curves({"trace": history, "hand": history}, tmp_path / "b.png")) == (1200, 420)
+    stats = [{"estimator": e, "group": g, "variance": v, "snr": 1.0, "draws": 10, "point": p}
+             for e, v in (("trace", 2.0), ("score", 1e4)) for g in ("encoder", "decoder")
+             for p in ("initialisation", "trained")]
+    assert png_size(plots.gradients(stats, tmp_path / "c.png")) == (1300, 750)
+    assert png_size(plots.loss_values({"trace": [1.0, 2.0, 3.0], "iwae": [0.5, 0.7, 0.6]}, tmp_path / "d.png")) == (800, 420)
+    rows = [{"point": "p", "k": k, "bound": -10 - 1 / k, "se": 0.01} for k in (1, 5, 50)]
+    assert png_size(plots.bound_vs_k(rows, {"p": -10.0}, tmp_path / "e.png")) == (600, 420)
+
+
+def test_sample_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--model", "cvae", "--epochs", "1", "--hidden", "32", "--z-dim", "4", "--out", str(out), "--quiet"])
+    assert (out / "report.md").exists() and "![samples" in (out / "report.md").read_text()
+    capsys.readouterr()
+    main(["sample", str(out), "--label", "3", "--n", "8"])
+    assert png_size(out / "figures" / "samples-label3.png") == grid(8, 1)
+    with pytest.raises(SystemExit) as e:
+        main(["sample", str(out), "--label", "12"])
+    assert e.value.code == 2 and "--label must be a class from 0 to 9" in capsys.readouterr().err
