@@ -11,7 +11,7 @@ from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.experiment import build_vae, load_data
 from vae_pyro.runs import Run
-from vae_pyro.train import Diverged, SVITrainer, fit
+from vae_pyro.train import Diverged, TorchTrainer, fit
 
 from conftest import TINY
 
@@ -82,18 +82,18 @@ def test_gaussian_likelihood_trains(tmp_path):
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_step, calls = SVITrainer.step, []
+    real_step, calls = TorchTrainer.step, []
 
     def step_that_diverges_in_epoch_2(self, x, y=None):
         calls.append(1)
         return float("nan") if len(calls) > 40 else real_step(self, x, y)  # an epoch of TINY is 31 steps
 
-    monkeypatch.setattr(SVITrainer, "step", step_that_diverges_in_epoch_2)
+    monkeypatch.setattr(TorchTrainer, "step", step_that_diverges_in_epoch_2)
     with pytest.raises(Diverged, match=r"epoch 2, step 10; the checkpoint of epoch 1 is kept: continue with --resume --lr"):
         fit(Config(**TINY), tmp_path / "r", progress=False)
     ckpt = Run.open(tmp_path / "r").load_checkpoint()
     assert ckpt["epoch"] == 1 and len(Run.open(tmp_path / "r").metrics()) == 1
-    monkeypatch.setattr(SVITrainer, "step", real_step)
+    monkeypatch.setattr(TorchTrainer, "step", real_step)
     result = fit(Config(**{**TINY, "lr": 1e-4}), tmp_path / "r", resume=True, progress=False)
     assert [r["epoch"] for r in result.history] == [1, 2]
 
@@ -118,3 +118,35 @@ def test_resume_without_checkpoint_is_refused(tmp_path):
     Run.create(tmp_path / "r", Config(**TINY))
     with pytest.raises(VaeError, match="never finished an epoch"):
         fit(Config(**TINY), tmp_path / "r", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "options", [{"estimator": "meanfield"}, {"estimator": "trace", "particles": 2}, {"estimator": "iwae"},
+                {"estimator": "score", "baseline": "decaying"}, {"estimator": "score", "baseline": "neural"},
+                {"estimator": "jit-trace"}, {"model": "cvae"}]
+)
+def test_fast_loop_takes_the_same_steps_as_svi_bit_for_bit(tmp_path, options):
+    """One multi-tensor torch Adam over every parameter == pyro.infer.SVI with pyro.optim.Adam."""
+    fast = fit(Config(**options, **{**TINY, "epochs": 2}), tmp_path / "fast", progress=False)
+    svi = fit(Config(**options, loop="svi", **{**TINY, "epochs": 2}), tmp_path / "svi", progress=False)
+    assert without_seconds(fast.history) == without_seconds(svi.history)
+    a, b = weights(tmp_path / "fast"), weights(tmp_path / "svi")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["jit-trace", "jit-meanfield"])
+def test_jit_estimators_trace_once(batch, monkeypatch, name):
+    """Pyro 1.9.2's JitTraceMeanField_ELBO re-traced every step; ours compiles once, like JitTrace_ELBO."""
+    real, calls = torch.jit.trace, []
+
+    def counting_trace(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", counting_trace)
+    cfg = Config(estimator=name, **TINY)
+    vae = build_vae(cfg, 784, torch.device("cpu"))
+    trainer = TorchTrainer(estimators.make(name), vae, 1e-3)
+    for _ in range(5):
+        assert math.isfinite(trainer.step(batch))
+    assert len(calls) == 1

@@ -65,6 +65,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate [1e-3]")
     p.add_argument("--seed", type=int, help="seeds weights, data order, binarisation and noise [0]")
     p.add_argument("--device", help="auto, cpu, cuda [auto]")
+    p.add_argument("--loop", help="fast (one torch optimizer) or svi (pyro.infer.SVI, the reference) [fast]")
 
 
 def given(args: argparse.Namespace) -> dict:
@@ -79,6 +80,7 @@ def print_table(rows: dict[str, dict[str, float]], keys: list[str]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from vae_pyro.distributed import launched
     from vae_pyro.report import write_run_report
     from vae_pyro.runs import Run
     from vae_pyro.train import fit
@@ -90,8 +92,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = Config.from_dict({**Run.open(args.out).config().to_dict(), **options})
     else:
         cfg = Config(**options)
+    if args.out is None and launched():
+        raise VaeError("under torchrun, name the run folder with --out (every process must agree on it)")
     out = args.out or Path("runs") / f"{strftime('%Y%m%d-%H%M%S')}-{cfg.estimator}-{cfg.dataset}"
     result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    if not result.leader:
+        return
     write_run_report(result.run)
     print(f"\n{cfg.model} with {cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
     print_table(result.final, list(result.final["test"]))
@@ -107,13 +113,18 @@ def estimator_list(text: str) -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from vae_pyro.compare import compare
+    from vae_pyro.distributed import launched
     from vae_pyro.report import results_table
 
     out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
     command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.out is None and launched():
+        raise VaeError("under torchrun, name the compare folder with --out (every process must agree on it)")
     summary = compare(given(args), args.estimators, out, jobs=args.jobs, resume=args.resume, force=args.force,
                       k=args.k, grad_draws=args.grad_draws, loss_draws=args.loss_draws,
                       progress=not args.quiet, command=command)
+    if not summary:
+        return
     print("\n" + results_table(summary))
     print(f"\ncompare folder: {out} (summary.json, summary.csv, report.md, figures/)")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from vae_pyro import diagnostics, plots
+from vae_pyro import diagnostics, distributed, plots
 from vae_pyro.config import Config
 from vae_pyro.data import binarise, seeded
 from vae_pyro.errors import VaeError
@@ -131,18 +131,27 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
     configs = {n: config_for(options, n) for n in names}
     if jobs < 1:
         raise VaeError(f"--jobs must be a positive integer, got {jobs}")
-    if (out / MANIFEST).exists() and not (resume or force):
-        raise VaeError(f"{out} already holds a comparison; pass --resume to finish it, --force to redo it, or another --out")
-    if resume and (out / MANIFEST).exists():
-        saved = json.loads((out / MANIFEST).read_text())
-        if saved["estimators"] != names:
-            raise VaeError(f"cannot resume {out}: it compares {','.join(saved['estimators'])}, asked {','.join(names)}")
+    if jobs > 1 and distributed.launched():
+        raise VaeError("--jobs trains estimators side by side in one machine's processes; under torchrun use --jobs 1")
     device = resolve_device(configs[names[0]].device)
+    world = distributed.init(device)
     data = load_data(configs[names[0]], device)  # fails early on bad data, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MANIFEST, {"estimators": names, "options": options, "command": command})
 
+    def prepare() -> None:
+        if (out / MANIFEST).exists() and not (resume or force):
+            raise VaeError(f"{out} already holds a comparison; pass --resume to finish it, --force to redo it, "
+                           "or another --out")
+        if resume and (out / MANIFEST).exists():
+            saved = json.loads((out / MANIFEST).read_text())
+            if saved["estimators"] != names:
+                raise VaeError(f"cannot resume {out}: it compares {','.join(saved['estimators'])}, asked {','.join(names)}")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / MANIFEST, {"estimators": names, "options": options, "command": command})
+
+    distributed.from_leader(prepare, world)
     train_all(configs, out, jobs, resume, force, progress)
+    if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
+        return {}
     evaluations = {n: _evaluation(out / n, k, progress) for n in names}
     for n in names:
         write_run_report(out / n)

@@ -9,6 +9,7 @@ from vae_pyro.models import MODELS, PRIORS
 from vae_pyro.nets import ACTIVATIONS, LIKELIHOOD_PARAMS
 
 DEVICES = ("auto", "cpu", "cuda")
+LOOPS = ("fast", "svi")
 # keys a resumed run may change: they alter how it continues, not what it is
 RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir"}
 
@@ -37,6 +38,7 @@ class Config:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    loop: str = "fast"  # fast: one torch optimizer for every estimator; svi: pyro.infer.SVI (the reference)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -58,6 +60,7 @@ class Config:
             "likelihood": tuple(LIKELIHOOD_PARAMS),
             "binarize": BINARISATIONS,
             "device": DEVICES,
+            "loop": LOOPS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -1,13 +1,14 @@
 """fit(): train a VAE with one estimator, an epoch at a time, checkpointing after each.
 
-Pyro's ELBOs train through the reference path, ``pyro.infer.SVI`` with ``pyro.optim.Adam``;
-the hand-derived loss trains through ``torch.optim.Adam`` over the same parameters at the
-same learning rate. Data order and binarisation come from generators keyed by (seed, epoch),
+Every estimator trains through one multi-tensor ``torch.optim.Adam`` over the module's
+parameters (the fast path); with ``--loop svi`` Pyro's ELBOs train through the reference path,
+``pyro.infer.SVI`` with ``pyro.optim.Adam``, and give the same numbers bit for bit. Data order and binarisation come from generators keyed by (seed, epoch),
 and the checkpoint holds module, optimizer and RNG state, so a resumed run repeats exactly
 what an uninterrupted one would have done.
 """
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from vae_pyro import estimators, evaluate
+from vae_pyro import distributed, estimators, evaluate
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
@@ -42,7 +43,7 @@ class SVITrainer:
         pyro.clear_param_store()
         self.estimator = estimator
         self.optim = pyro.optim.Adam({"lr": lr})
-        self.svi = SVI(vae.model, estimator.guide(vae), self.optim, loss=estimator.elbo)
+        self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         return self.svi.step(*estimators.batch(x, y))
@@ -56,27 +57,42 @@ class SVITrainer:
 
 
 class TorchTrainer:
-    """Any estimator's gradient through one ``torch.optim.Adam`` over the module's parameters."""
+    """The fast path: any estimator's gradient (Pyro's ``loss_and_grads`` for its ELBOs) into one
+    multi-tensor ``torch.optim.Adam`` over all parameters, with Pyro's validation off in the loop.
+
+    For Pyro's ELBOs it takes the very steps SVI takes, bit for bit (``tests/test_train.py``):
+    the gradients are the same, and Adam's arithmetic per element is the same whether one
+    optimizer steps every tensor (here) or one optimizer per tensor does (``pyro.optim``).
+    """
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
+        pyro.clear_param_store()
         self.estimator, self.vae = estimator, vae
-        self.optim = torch.optim.Adam(vae.parameters(), lr=lr)
+        params = list(vae.parameters())
+        if estimator.baseline_net is not None:
+            params += list(estimator.baseline_net.parameters())
+        self.optim = torch.optim.Adam(params, lr=lr, foreach=True)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
-        loss = self.estimator.backward(self.vae, x, y)
+        with pyro.validation_enabled(False):
+            loss = self.estimator.backward(self.vae, x, y)
         self.optim.step()
         return loss
 
     def state_dict(self) -> dict:
-        return self.optim.state_dict()
+        return {"optim": self.optim.state_dict(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optim.load_state_dict(state)
+        self.optim.load_state_dict(state["optim"])
+        self.estimator.load_state_dict(state["estimator"])
 
 
-def make_trainer(estimator: estimators.Estimator, vae, lr: float) -> SVITrainer | TorchTrainer:
-    return TorchTrainer(estimator, vae, lr) if estimator.elbo is None else SVITrainer(estimator, vae, lr)
+def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast") -> SVITrainer | TorchTrainer:
+    """``fast``: TorchTrainer for every estimator; ``svi``: the reference SVI path for Pyro's ELBOs."""
+    if loop == "svi" and estimator.elbo is not None:
+        return SVITrainer(estimator, vae, lr)
+    return TorchTrainer(estimator, vae, lr)
 
 
 def rng_state(device: torch.device) -> dict:
@@ -97,6 +113,7 @@ class FitResult:
     run: Path
     history: list[dict]  # one metrics.jsonl record per epoch
     final: dict[str, dict[str, float]]  # {"train" | "test": evaluate.metrics(...)}
+    leader: bool = True  # False on the ranks > 0 of a torchrun job, which write nothing
 
 
 def kl_weight(cfg: Config, epoch: int) -> float:
@@ -104,17 +121,21 @@ def kl_weight(cfg: Config, epoch: int) -> float:
     return cfg.beta * min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup else cfg.beta
 
 
-def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm) -> tuple[float, float]:
+def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm,
+                world: distributed.World = distributed.SINGLE) -> tuple[float, float]:
     """One pass over shuffled batches; returns (mean training objective per image, seconds).
 
-    ``y`` (labels) is passed on to a conditional model, None otherwise.
+    ``y`` (labels) is passed on to a conditional model, None otherwise. Under torchrun every rank
+    draws the same permutation and binarisation and trains on its shard of each global batch;
+    the loss reported is the sum over all ranks, so a NaN anywhere stops every rank at once.
     """
     gen = seeded(cfg.seed, epoch, device=x.device)
     if cfg.binarize == "dynamic":
         x = binarise(x, gen)
     total, seen, start = 0.0, 0, time.perf_counter()
-    for step, idx in enumerate(batches(len(x), cfg.batch_size, gen)):
-        loss = trainer.step(x[idx], y[idx] if y is not None else None)
+    for step, idx in enumerate(batches(len(x), cfg.batch_size * world.size, gen)):
+        mine = distributed.shard(idx, world)
+        loss = distributed.all_sum(trainer.step(x[mine], y[mine] if y is not None else None), world, x.device)
         if not math.isfinite(loss):
             raise Diverged(
                 f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the checkpoint of epoch {epoch} "
@@ -132,26 +153,42 @@ def fit(
     """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``.
 
     Progress: a bar per epoch; with a ``label``, one bar for the whole run at line ``position``
-    (how `compare` shows one bar per estimator).
+    (how `compare` shows one bar per estimator). Started by torchrun with several processes, it
+    trains data-parallel (``distributed.py``); rank 0 alone writes the run folder.
     """
     device = resolve_device(cfg.device)
+    if distributed.launched() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    world = distributed.init(device)
     data = load_data(cfg, device)
-    if cfg.batch_size > len(data.train_x):
-        raise VaeError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train_x)} training images; lower it")
+    if cfg.batch_size * world.size > len(data.train_x):
+        ranks = f" x {world.size} processes" if world.size > 1 else ""
+        raise VaeError(f"--batch-size {cfg.batch_size}{ranks} exceeds the {len(data.train_x)} training images; lower it")
     vae = build_vae(cfg, data.train_x.shape[1], device)
-    trainer = make_trainer(make_estimator(cfg, data.train_x.shape[1]), vae, cfg.lr)
-    run = Run.resume(out, cfg) if resume else Run.create(out, cfg, force)
+    estimator = make_estimator(cfg, data.train_x.shape[1])
+    if world.size > 1:
+        torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
+        trainer = distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
+    else:
+        trainer = make_trainer(estimator, vae, cfg.lr, cfg.loop)
+    run = distributed.from_leader(lambda: Run.resume(out, cfg) if resume else Run.create(out, cfg, force), world)
 
     history: list[dict] = []
     if resume:
-        ckpt = run.load_checkpoint(device)
+        ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
+        if len(ckpt["rng"]) != world.size:
+            raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
+                           f"(torchrun --nproc_per_node), not {world.size}")
         vae.load_state_dict(ckpt["module"])
         trainer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], device)
+        set_rng_state(ckpt["rng"][world.rank], device)
         history = ckpt["history"]
-        run.write_metrics(history)
+        if world.leader:
+            run.write_metrics(history)
 
-    steps = len(data.train_x) // cfg.batch_size
+    progress = progress and world.leader
+    steps = len(data.train_x) // (cfg.batch_size * world.size)
     run_bar = tqdm(total=steps * (cfg.epochs - len(history)), desc=label, unit="step", position=position,
                    disable=not progress or label is None)
     labels = (data.train_y, data.test_y) if vae.conditional else (None, None)
@@ -162,7 +199,7 @@ def fit(
         epoch_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                          disable=not progress or label is not None)
         bar = epoch_bar if label is None else run_bar
-        train_value, seconds = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar)
+        train_value, seconds = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar, world)
         test = evaluate.metrics(vae, data.test_x, labels[1])
         bar.set_postfix({f"train_{objective}": f"{train_value:.2f}", f"test_{objective}": f"{test[objective]:.2f}"})
         epoch_bar.close()
@@ -170,12 +207,14 @@ def fit(
         if cfg.model != "ae":
             record["kl_weight"] = vae.beta
         history.append({**record, "seconds": seconds})
-        state = {"epoch": epoch + 1, "config": cfg.to_dict(), "x_dim": data.train_x.shape[1], "module": vae.state_dict(),
-                 "optimizer": trainer.state_dict(), "rng": rng_state(device), "history": history}
-        run.save_checkpoint(state)
-        run.write_metrics(history)
+        rngs = distributed.gather(rng_state(device), world)
+        if world.leader:
+            state = {"epoch": epoch + 1, "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
+                     "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
+            run.save_checkpoint(state)
+            run.write_metrics(history)
     run_bar.close()
 
     train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
     final = {"train": evaluate.metrics(vae, train_x, labels[0]), "test": evaluate.metrics(vae, data.test_x, labels[1])}
-    return FitResult(run.path, history, final)
+    return FitResult(run.path, history, final, world.leader)

@@ -1,0 +1,161 @@
+"""Training-step speed of every estimator against the hand-written loop, measured side by side.
+
+In one process: the same network, the same pre-drawn batches, and blocks of steps of every
+variant alternated (the order rotated each block), so that the machine's drift hits all of them
+alike. Prints ms/step (median, min, max over blocks), the ratio to the hand-written loop, the
+achieved GFLOP/s and the fraction of the GEMM floor, and seconds per epoch of the data set; then
+the importance-sampled evaluation's throughput.
+
+    python experiments/bench.py [--dataset fashion-mnist] [--batch 128] [--hidden 400] [--z-dim 50]
+                                [--threads 2] [--device cpu] [--blocks 7] [--steps 40]
+                                [--estimators meanfield,trace,jit-trace,jit-meanfield,score,iwae]
+
+Variants: `hand loop` (the hand-derived loss, one torch Adam: the project's hand-written loop),
+and each estimator through fit's fast path (`fast`) and through pyro.infer.SVI (`svi`).
+The GEMM floor is the time of a training step's matrix products alone (forward, and backward's
+two per layer) at this batch size, measured here: the arithmetic a step cannot avoid.
+"""
+
+import argparse
+import platform
+import resource
+import statistics
+import time
+
+import pyro
+import torch
+
+from vae_pyro import data as D
+from vae_pyro.config import Config
+from vae_pyro.evaluate import is_log_likelihood
+from vae_pyro.experiment import build_vae, make_estimator, resolve_device
+from vae_pyro.train import make_trainer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def layer_shapes(cfg: Config, x_dim: int) -> list[tuple[int, int, int]]:
+    """(rows, fan_in, fan_out) of every linear layer of one training step of the MLP VAE."""
+    samples = cfg.iwae_k if cfg.estimator == "iwae" else cfg.particles
+    enc = [x_dim, *cfg.hidden, 2 * cfg.z_dim]
+    dec = [cfg.z_dim, *cfg.hidden[::-1], x_dim]
+    return ([(cfg.batch_size, m, n) for m, n in zip(enc[:-1], enc[1:])]
+            + [(cfg.batch_size * samples, m, n) for m, n in zip(dec[:-1], dec[1:])])
+
+
+def step_flops(shapes: list[tuple[int, int, int]]) -> float:
+    """Forward 2·r·m·n per layer; backward twice that (input and weight gradients)."""
+    return sum(6.0 * r * m * n for r, m, n in shapes)
+
+
+def gemm_floor_ms(shapes: list[tuple[int, int, int]], device: torch.device, repeats: int = 30) -> float:
+    """Median time of the step's GEMMs alone: Y = XW, dX = dY Wᵀ, dW = Xᵀ dY for every layer."""
+    mats = [(torch.randn(r, m, device=device), torch.randn(m, n, device=device), torch.randn(r, n, device=device))
+            for r, m, n in shapes]
+    times = []
+    for i in range(repeats + 3):
+        sync(device)
+        start = time.perf_counter()
+        for x, w, dy in mats:
+            x @ w, dy @ w.T, x.T @ dy
+        sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=400)
+    p.add_argument("--z-dim", type=int, default=50)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--blocks", type=int, default=7)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")
+    p.add_argument("--eval-images", type=int, default=100, help="test images for the IS throughput (K = 1,000)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
+    ds = D.load(args.dataset)
+    x_all = D.binarise(ds.train_x, D.seeded(0)).to(device)
+    batches = [x_all[i * args.batch : (i + 1) * args.batch] for i in range(args.steps)]
+    steps_per_epoch = len(ds.train_x) // args.batch
+
+    variants = {"hand loop": ("hand", "fast")}
+    for name in args.estimators.split(","):
+        variants[f"{name} fast"] = (name, "fast")
+        variants[f"{name} svi"] = (name, "svi")
+    trainers, flops = {}, {}
+    for label, (name, loop) in variants.items():
+        cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
+        vae = build_vae(cfg, ds.x_dim, device)
+        trainers[label] = (make_trainer(make_estimator(cfg, ds.x_dim), vae, cfg.lr, loop), vae)
+        flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
+    floor = {label: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
+             for label, (n, _) in variants.items()}
+
+    # Pyro's param store is global: each trainer owns it while it steps (a fresh one per switch
+    # would re-trace the jit-* estimators, so each keeps its own store and swaps it in).
+    stores = {}
+    for label, (trainer, _) in trainers.items():
+        pyro.clear_param_store()
+        for b in batches[:5]:  # warm-up: first-call costs and jit compilation
+            trainer.step(b)
+        stores[label] = pyro.get_param_store().get_state()
+    times = {label: [] for label in trainers}
+    labels = list(trainers)
+    for block in range(args.blocks):
+        for label in labels[block % len(labels):] + labels[: block % len(labels)]:
+            trainer, _ = trainers[label]
+            pyro.get_param_store().set_state(stores[label])
+            sync(device)
+            start = time.perf_counter()
+            for b in batches:
+                trainer.step(b)
+            sync(device)
+            times[label].append(1000 * (time.perf_counter() - start) / len(batches))
+            stores[label] = pyro.get_param_store().get_state()
+
+    hand = statistics.median(times["hand loop"])
+    print(f"{args.dataset}, MLP 784-{args.hidden}-{args.z_dim}-{args.hidden}-784, batch {args.batch}, "
+          f"{device}, {args.threads} threads, {platform.machine()}, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
+    print(f"{args.blocks} blocks x {args.steps} steps per variant, alternated\n")
+    print("| variant | ms/step median (min-max) | x hand loop | GFLOP/s | GEMM floor / step time | s/epoch |")
+    print("|---|---|---|---|---|---|")
+    for label, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {label} | {med:.2f} ({min(ts):.2f}-{max(ts):.2f}) | {med / hand:.2f} | "
+              f"{flops[label] / med / 1e6:.1f} | {floor[label] / med:.0%} | {med * steps_per_epoch / 1000:.2f} |")
+    print(f"\nGEMM floor of the hand loop's step: {floor['hand loop']:.2f} ms "
+          f"({flops['hand loop'] / floor['hand loop'] / 1e6:.1f} GFLOP/s); peak resident memory "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)")
+    if device.type == "cuda":
+        print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+
+    # Evaluation: IS log-likelihood, K = 1,000, on a slice of the test set.
+    vae = trainers["hand loop"][1]
+    x = D.binarise(ds.test_x[: args.eval_images], D.seeded(1)).to(device)
+    is_log_likelihood(vae, x[:10], k=100)  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    is_log_likelihood(vae, x, k=1000)
+    sync(device)
+    seconds = time.perf_counter() - start
+    dec = [base.z_dim, args.hidden, ds.x_dim]
+    eval_flops = 2.0 * args.eval_images * 1000 * sum(m * n for m, n in zip(dec[:-1], dec[1:]))
+    gemm = step_flops(layer_shapes(base, ds.x_dim)) / floor["hand loop"] / 1e6
+    print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images: {seconds:.2f} s, "
+          f"{eval_flops / seconds / 1e9:.1f} GFLOP/s in the decoder = {eval_flops / seconds / 1e9 / gemm:.0%} "
+          f"of the GEMM rate above; {seconds * len(ds.test_x) / args.eval_images:.0f} s for all {len(ds.test_x)}")
+
+
+if __name__ == "__main__":
+    main()
