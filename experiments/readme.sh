@@ -36,3 +36,6 @@ cp runs/vae-z32/figures/reconstructions.png docs/figures/vae-z32-reconstructions
 cp runs/ae/figures/reconstructions.png docs/figures/ae-reconstructions.png
 python experiments/latent_dims.py --out runs/latent-dims
 cp runs/latent-dims/latent_dims.png docs/figures/latent-dims.png
+
+# Speed (full Fashion-MNIST from Debian's dataset-fashion-mnist package, or the torchvision download).
+python experiments/bench.py
