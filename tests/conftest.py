@@ -32,3 +32,21 @@ def trained(tmp_path_factory):
     vae = build_vae(cfg, 784, torch.device("cpu"))
     vae.load_state_dict(Run.open(out).load_checkpoint()["module"])
     return vae
+
+
+# What the fault tests tried and survived, printed at the end of every run (README: Reliability).
+RELIABILITY: dict[str, list[int]] = {}
+
+
+def tried(kind: str, n: int = 1) -> None:
+    RELIABILITY.setdefault(kind, [0, 0])[1] += n
+
+
+def survived(kind: str, n: int = 1) -> None:
+    RELIABILITY.setdefault(kind, [0, 0])[0] += n
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if RELIABILITY:
+        parts = [f"{kind} {ok}/{tried}" for kind, (ok, tried) in RELIABILITY.items()]
+        terminalreporter.write_line("reliability: " + "; ".join(parts))

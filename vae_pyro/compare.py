@@ -28,7 +28,7 @@ from vae_pyro.evaluate import evaluate_run
 from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator, resolve_device, restore
 from vae_pyro.report import write_report, write_run_report
 from vae_pyro.runs import CHECKPOINT, Run, atomic_write, write_json
-from vae_pyro.train import fit
+from vae_pyro.train import Interrupted, fit
 
 DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
 SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
@@ -149,7 +149,10 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
         write_json(out / MANIFEST, {"estimators": names, "options": options, "command": command})
 
     distributed.from_leader(prepare, world)
-    train_all(configs, out, jobs, resume, force, progress)
+    try:
+        train_all(configs, out, jobs, resume, force, progress)
+    except Interrupted as e:
+        raise Interrupted(f"{e} -- for the whole comparison: vae-pyro compare --out {out} --resume", e.signum) from None
     if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
         return {}
     evaluations = {n: _evaluation(out / n, k, progress) for n in names}

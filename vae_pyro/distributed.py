@@ -56,12 +56,13 @@ def shard(idx: torch.Tensor, world: World) -> torch.Tensor:
     return idx[world.rank * size : (world.rank + 1) * size]
 
 
-def all_sum(value: float, world: World, device: torch.device) -> float:
+def all_sum(values: list[float], world: World, device: torch.device) -> list[float]:
+    """The element-wise sum of ``values`` over all ranks."""
     if world.size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return t.item()
+    return t.tolist()
 
 
 def gather(obj, world: World) -> list:
@@ -144,5 +145,7 @@ class DDPTrainer:
         return {"optim": self.optim.state_dict(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optim.load_state_dict(state["optim"])
+        from vae_pyro.train import load_optimizer
+
+        load_optimizer(self.optim, state["optim"])
         self.estimator.load_state_dict(state["estimator"])

@@ -186,6 +186,8 @@ def check_options(name: str, particles: int, baseline: str, model: str = "vae") 
         raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if name == "iwae" and particles != 1:
         raise VaeError("--particles does not apply to iwae, whose samples per image are K; use --iwae-k")
+    if name == "reconstruction" and particles != 1:
+        raise VaeError("--particles does not apply to the autoencoder, which samples nothing; drop it")
     if baseline != "none" and name != "score":
         raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
     if baseline == "neural" and particles != 1:

@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
+from vae_pyro import faults
 from vae_pyro.config import RESUMABLE_CHANGES, Config
 from vae_pyro.errors import VaeError
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.pt"
+CHECKPOINT_KEYS = {"epoch", "config", "x_dim", "module", "optimizer", "rng", "history"}
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -23,7 +25,11 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(data[: len(data) // 2])
+            if path.name == CHECKPOINT:
+                f.flush()
+                faults.hit("checkpoint")  # the fault tests kill the process here, mid-write
+            f.write(data[len(data) // 2 :])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,6 +105,10 @@ class Run:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
         path = self.path / CHECKPOINT
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
             raise VaeError(f"{path} is corrupt ({type(e).__name__}); start the run again with --force") from None
+        missing = CHECKPOINT_KEYS - set(ckpt) if isinstance(ckpt, dict) else CHECKPOINT_KEYS
+        if missing:
+            raise VaeError(f"{path} lacks {', '.join(sorted(missing))}: not a vae_pyro checkpoint; start the run again with --force")
+        return ckpt

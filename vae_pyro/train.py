@@ -9,8 +9,10 @@ what an uninterrupted one would have done.
 
 import math
 import os
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyro
@@ -19,7 +21,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from vae_pyro import distributed, estimators, evaluate
+from vae_pyro import distributed, estimators, evaluate, faults
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
@@ -33,6 +35,51 @@ class Diverged(VaeError):
     exit_code = 3
 
 
+class Interrupted(VaeError):
+    """SIGINT or SIGTERM arrived; the step in progress finished and a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message, signum)  # both in args, so the error pickles across --jobs processes
+        self.signum, self.exit_code = signum, 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class StopOnSignal:
+    """Within the block, SIGINT and SIGTERM only raise a flag (``signum``): training finishes the
+    step in progress, writes a checkpoint and stops. Outside the main thread it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class EpochState:
+    """Where an epoch stands: steps done, the summed loss over the images seen, training seconds.
+    A checkpoint taken mid-epoch (on a signal) stores it, and the resumed epoch goes on from it."""
+
+    step: int = 0
+    total: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+
+
 class SVITrainer:
     """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``.
 
@@ -41,7 +88,7 @@ class SVITrainer:
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         pyro.clear_param_store()
-        self.estimator = estimator
+        self.estimator, self.lr = estimator, lr
         self.optim = pyro.optim.Adam({"lr": lr})
         self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
@@ -52,6 +99,10 @@ class SVITrainer:
         return {"optim": self.optim.get_state(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
+        for param_state in state["optim"].values():
+            for group in param_state["param_groups"]:
+                group["lr"] = self.lr
         self.optim.set_state(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
 
@@ -84,8 +135,17 @@ class TorchTrainer:
         return {"optim": self.optim.state_dict(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optim.load_state_dict(state["optim"])
+        """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
+        load_optimizer(self.optim, state["optim"])
         self.estimator.load_state_dict(state["estimator"])
+
+
+def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
+    """Load a torch optimizer's saved state but keep its current learning rate."""
+    lrs = [group["lr"] for group in optim.param_groups]
+    optim.load_state_dict(state)
+    for group, lr in zip(optim.param_groups, lrs):
+        group["lr"] = lr
 
 
 def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast") -> SVITrainer | TorchTrainer:
@@ -122,28 +182,36 @@ def kl_weight(cfg: Config, epoch: int) -> float:
 
 
 def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm,
-                world: distributed.World = distributed.SINGLE) -> tuple[float, float]:
-    """One pass over shuffled batches; returns (mean training objective per image, seconds).
+                world: distributed.World = distributed.SINGLE, state: EpochState | None = None,
+                stop: StopOnSignal | None = None) -> tuple[EpochState, bool]:
+    """One pass over shuffled batches, from ``state`` (a resumed epoch) on; returns the epoch's
+    state and whether it finished (False: a stop signal arrived and the epoch is to be resumed).
 
     ``y`` (labels) is passed on to a conditional model, None otherwise. Under torchrun every rank
     draws the same permutation and binarisation and trains on its shard of each global batch;
-    the loss reported is the sum over all ranks, so a NaN anywhere stops every rank at once.
+    the loss (and a stop request) are summed over all ranks, so every rank stops at the same step.
     """
+    state = state or EpochState()
     gen = seeded(cfg.seed, epoch, device=x.device)
     if cfg.binarize == "dynamic":
         x = binarise(x, gen)
-    total, seen, start = 0.0, 0, time.perf_counter()
+    start = time.perf_counter() - state.seconds
     for step, idx in enumerate(batches(len(x), cfg.batch_size * world.size, gen)):
+        if step < state.step:  # done before the checkpoint this epoch resumes from
+            continue
         mine = distributed.shard(idx, world)
-        loss = distributed.all_sum(trainer.step(x[mine], y[mine] if y is not None else None), world, x.device)
+        loss = trainer.step(x[mine], y[mine] if y is not None else None)
+        faults.hit("step")
+        loss, stopping = distributed.all_sum([loss, float(stop is not None and stop.signum is not None)], world, x.device)
         if not math.isfinite(loss):
-            raise Diverged(
-                f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the checkpoint of epoch {epoch} "
-                f"is kept: continue with --resume --lr {cfg.lr / 10:g} (or smaller)"
-            )
-        total, seen = total + loss, seen + len(idx)
+            kept = (f"the checkpoint of epoch {epoch} is kept: continue with --resume --lr {cfg.lr / 10:g} (or smaller)"
+                    if epoch or state.step else f"no epoch had finished: start again with --force --lr {cfg.lr / 10:g}")
+            raise Diverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; {kept}")
+        state = EpochState(step + 1, state.total + loss, state.seen + len(idx), time.perf_counter() - start)
         bar.update()
-    return -total / seen, time.perf_counter() - start
+        if stopping:
+            return state, False
+    return state, True
 
 
 def fit(
@@ -175,44 +243,64 @@ def fit(
     run = distributed.from_leader(lambda: Run.resume(out, cfg) if resume else Run.create(out, cfg, force), world)
 
     history: list[dict] = []
+    partial = EpochState()
     if resume:
         ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
         if len(ckpt["rng"]) != world.size:
             raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
                            f"(torchrun --nproc_per_node), not {world.size}")
+        if ckpt["x_dim"] != data.train_x.shape[1]:
+            raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
+                           f"{data.train_x.shape[1]}; resume it with the data it was trained on")
         vae.load_state_dict(ckpt["module"])
         trainer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"][world.rank], device)
         history = ckpt["history"]
+        partial = EpochState(**ckpt.get("partial", {}))
         if world.leader:
+            run.write_metrics(history)
+
+    def checkpoint(epoch_state: EpochState) -> None:
+        """Everything a resume needs, written atomically by rank 0: after an epoch, or mid-epoch on a signal."""
+        rngs = distributed.gather(rng_state(device), world)
+        if world.leader:
+            state = {"epoch": len(history), "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
+                     "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
+            if epoch_state.step:
+                state["partial"] = asdict(epoch_state)
+            run.save_checkpoint(state)
             run.write_metrics(history)
 
     progress = progress and world.leader
     steps = len(data.train_x) // (cfg.batch_size * world.size)
-    run_bar = tqdm(total=steps * (cfg.epochs - len(history)), desc=label, unit="step", position=position,
-                   disable=not progress or label is None)
+    run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
+                   position=position, disable=not progress or label is None)
     labels = (data.train_y, data.test_y) if vae.conditional else (None, None)
     objective = "recon" if cfg.model == "ae" else "elbo"
-    for epoch in range(len(history), cfg.epochs):
-        if cfg.model != "ae":
-            vae.beta = kl_weight(cfg, epoch)
-        epoch_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                         disable=not progress or label is not None)
-        bar = epoch_bar if label is None else run_bar
-        train_value, seconds = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar, world)
-        test = evaluate.metrics(vae, data.test_x, labels[1])
-        bar.set_postfix({f"train_{objective}": f"{train_value:.2f}", f"test_{objective}": f"{test[objective]:.2f}"})
-        epoch_bar.close()
-        record = {"epoch": epoch + 1, f"train_{objective}": train_value, **{f"test_{k}": v for k, v in test.items()}}
-        if cfg.model != "ae":
-            record["kl_weight"] = vae.beta
-        history.append({**record, "seconds": seconds})
-        rngs = distributed.gather(rng_state(device), world)
-        if world.leader:
-            state = {"epoch": epoch + 1, "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
-                     "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
-            run.save_checkpoint(state)
-            run.write_metrics(history)
+    with StopOnSignal() as stop:
+        for epoch in range(len(history), cfg.epochs):
+            if cfg.model != "ae":
+                vae.beta = kl_weight(cfg, epoch)
+            epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                             disable=not progress or label is not None)
+            bar = epoch_bar if label is None else run_bar
+            state, finished = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar, world, partial, stop)
+            partial = EpochState()
+            if not finished:
+                epoch_bar.close()
+                checkpoint(state)
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
+                                  f"with: vae-pyro train --out {run.path} --resume", stop.signum)
+            train_value = -state.total / state.seen
+            test = evaluate.metrics(vae, data.test_x, labels[1])
+            bar.set_postfix({f"train_{objective}": f"{train_value:.2f}", f"test_{objective}": f"{test[objective]:.2f}"})
+            epoch_bar.close()
+            record = {"epoch": epoch + 1, f"train_{objective}": train_value, **{f"test_{k}": v for k, v in test.items()}}
+            if cfg.model != "ae":
+                record["kl_weight"] = vae.beta
+            history.append({**record, "seconds": state.seconds})
+            checkpoint(EpochState())
     run_bar.close()
 
     train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
