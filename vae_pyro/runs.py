@@ -7,6 +7,7 @@ its target, so a crash at any moment leaves either the old or the new file, neve
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ class Run:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
         path = self.path / CHECKPOINT
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():  # a damaged file can make torch warn before it fails
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
             raise VaeError(f"{path} is corrupt ({type(e).__name__}); start the run again with --force") from None
         missing = CHECKPOINT_KEYS - set(ckpt) if isinstance(ckpt, dict) else CHECKPOINT_KEYS
