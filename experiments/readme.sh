@@ -34,6 +34,7 @@ cp runs/ae/figures/samples.png docs/figures/ae-samples.png
 cp runs/vae-z32/figures/samples.png docs/figures/vae-z32-samples.png
 cp runs/vae-z32/figures/reconstructions.png docs/figures/vae-z32-reconstructions.png
 cp runs/ae/figures/reconstructions.png docs/figures/ae-reconstructions.png
+rm -rf runs/latent-dims
 python experiments/latent_dims.py --out runs/latent-dims
 cp runs/latent-dims/latent_dims.png docs/figures/latent-dims.png
 

@@ -252,8 +252,12 @@ def fit(
         if ckpt["x_dim"] != data.train_x.shape[1]:
             raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
                            f"{data.train_x.shape[1]}; resume it with the data it was trained on")
-        vae.load_state_dict(ckpt["module"])
-        trainer.load_state_dict(ckpt["optimizer"])
+        try:
+            vae.load_state_dict(ckpt["module"])
+            trainer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise VaeError(f"{run.path}'s checkpoint does not fit this model and loop ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120]}); it was written by another version: start again with --force") from None
         set_rng_state(ckpt["rng"][world.rank], device)
         history = ckpt["history"]
         partial = EpochState(**ckpt.get("partial", {}))
