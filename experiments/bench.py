@@ -29,7 +29,7 @@ from vae_pyro import data as D
 from vae_pyro.config import Config
 from vae_pyro.evaluate import is_log_likelihood
 from vae_pyro.experiment import build_vae, make_estimator, resolve_device
-from vae_pyro.train import make_trainer
+from vae_pyro.trainers import make_trainer
 
 
 def sync(device: torch.device) -> None:

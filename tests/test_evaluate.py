@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 
 from vae_pyro import evaluate, hand
 from vae_pyro.config import Config
 from vae_pyro.evaluate import evaluate_run
 from vae_pyro.train import fit
-
-from conftest import TINY
 
 
 def mean_and_se(values: torch.Tensor) -> tuple[float, float]:

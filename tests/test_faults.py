@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import survived, tried
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +24,6 @@ from vae_pyro.cli import main
 from vae_pyro.errors import VaeError
 from vae_pyro.idx import read_idx, write_idx
 from vae_pyro.runs import Run
-
-from conftest import survived, tried
 
 TRAIN = ["--hidden", "32", "--z-dim", "4", "--batch-size", "256", "--epochs", "3", "--quiet"]
 STEPS = 3 * (4000 // 256)  # 45 training steps, 3 checkpoints

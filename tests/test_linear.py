@@ -7,7 +7,14 @@ from vae_pyro import diagnostics, hand
 from vae_pyro.compare import config_for
 from vae_pyro.data import load
 from vae_pyro.experiment import build_vae, make_estimator, restore
-from vae_pyro.linear import N_TRAIN, X_DIM, decoder_params, exact_log_likelihood, gaussian_log_prob, ppca_max_log_likelihood
+from vae_pyro.linear import (
+    N_TRAIN,
+    X_DIM,
+    decoder_params,
+    exact_log_likelihood,
+    gaussian_log_prob,
+    ppca_max_log_likelihood,
+)
 from vae_pyro.train import fit
 
 LINEAR = dict(dataset="synthetic-linear", hidden=(), likelihood="gaussian-shared", z_dim=2, seed=0)

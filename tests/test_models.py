@@ -5,6 +5,7 @@ import math
 import pyro
 import pytest
 import torch
+from conftest import TINY
 from torch.distributions import ContinuousBernoulli
 
 from vae_pyro import checks, estimators, evaluate, hand
@@ -13,8 +14,6 @@ from vae_pyro.errors import VaeError
 from vae_pyro.experiment import build_vae
 from vae_pyro.models import AE, CVAE, VAE
 from vae_pyro.train import fit, kl_weight
-
-from conftest import TINY
 
 LIKELIHOODS = ["bernoulli", "continuous-bernoulli", "gaussian"]
 

@@ -5,15 +5,15 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 
 from vae_pyro import estimators, evaluate
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.experiment import build_vae, load_data
 from vae_pyro.runs import Run
-from vae_pyro.train import Diverged, TorchTrainer, fit
-
-from conftest import TINY
+from vae_pyro.train import Diverged, fit
+from vae_pyro.trainers import TorchTrainer
 
 
 def weights(run_dir) -> dict:

@@ -15,8 +15,8 @@ from pyro import poutine
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vae_pyro import data, hand
-from vae_pyro.estimators import batch
 from vae_pyro.config import Config
+from vae_pyro.estimators import batch
 from vae_pyro.experiment import EVAL_SEED, build_vae
 
 Z_SCORE = 4.0  # tolerance of a statistical check, in standard errors

@@ -9,6 +9,8 @@ from time import strftime
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 
+DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")  # what compare and gradvar compare
+
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line and exit 2, like every other error of the command."""
@@ -200,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("compare", help="train every estimator from the same start; summary, figures, report")
     add_config_options(p)
-    p.add_argument("--estimators", type=estimator_list, default=["trace", "meanfield", "hand", "score", "iwae"],
-                   help="comma-separated [trace,meanfield,hand,score,iwae]")
+    p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS),
+                   help=f"comma-separated [{','.join(DEFAULT_ESTIMATORS)}]")
     p.add_argument("--out", help="compare folder [runs/compare-<time>]")
     p.add_argument("--jobs", type=positive_int, default=1, help="estimators trained at once, in separate processes [1]")
     p.add_argument("--resume", action="store_true", help="finish the comparison in --out; finished runs are kept")
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("gradvar", help="gradient variance and SNR of estimators at a run's trained weights")
     p.add_argument("run", help="run folder")
-    p.add_argument("--estimators", type=estimator_list, default=["trace", "meanfield", "hand", "score", "iwae"])
+    p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS))
     p.add_argument("--draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
     p.set_defaults(func=cmd_gradvar)

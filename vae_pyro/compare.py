@@ -30,7 +30,6 @@ from vae_pyro.report import write_report, write_run_report
 from vae_pyro.runs import CHECKPOINT, Run, atomic_write, write_json
 from vae_pyro.train import Interrupted, fit
 
-DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
 SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
 MANIFEST = "compare.json"
 GRAD_BATCH = 2  # stream key of the fixed batch for gradient diagnostics
@@ -47,13 +46,12 @@ def config_for(options: dict, name: str) -> Config:
 
 
 def warm_up() -> None:
-    """One tiny SVI step, so the process's one-off start-up costs (lazy imports, allocator, kernel
-    selection) are not billed to whichever estimator happens to train first."""
+    """One tiny training step, so the process's one-off start-up costs (lazy imports, allocator,
+    kernel selection) are not billed to whichever estimator happens to train first."""
     from vae_pyro.models import VAE
-    from vae_pyro.train import SVITrainer
+    from vae_pyro.trainers import make_trainer
 
-    vae = VAE(x_dim=784, z_dim=2, hidden=(8,))
-    SVITrainer(make_estimator(Config(), 784), vae, 1e-3).step(torch.zeros(4, 784))
+    make_trainer(make_estimator(Config(), 784), VAE(x_dim=784, z_dim=2, hidden=(8,)), 1e-3).step(torch.zeros(4, 784))
     pyro.clear_param_store()
 
 

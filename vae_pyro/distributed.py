@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
+from vae_pyro.trainers import load_optimizer
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,5 @@ class DDPTrainer:
         return {"optim": self.optim.state_dict(), "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        from vae_pyro.train import load_optimizer
-
         load_optimizer(self.optim, state["optim"])
         self.estimator.load_state_dict(state["estimator"])

@@ -30,6 +30,7 @@ from vae_pyro import hand
 from vae_pyro.errors import VaeError
 from vae_pyro.nets import mlp
 
+
 class JitTraceMeanField_ELBO(infer.JitTraceMeanField_ELBO):
     """Pyro 1.9.2's JitTraceMeanField_ELBO compiles its loss anew on every call: it checks for a
     cached ``_loss_and_surrogate_loss`` but stores ``_differentiable_loss``, so each step re-traces

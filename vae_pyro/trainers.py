@@ -1,0 +1,83 @@
+"""The trainers: one optimisation step of an estimator on a batch, and the state a checkpoint keeps."""
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+
+from vae_pyro import estimators
+
+
+class SVITrainer:
+    """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``.
+
+    Its state is the optimizer's plus the estimator's (`score`'s baselines).
+    """
+
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float):
+        pyro.clear_param_store()
+        self.estimator, self.lr = estimator, lr
+        self.optim = pyro.optim.Adam({"lr": lr})
+        self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        return self.svi.step(*estimators.batch(x, y))
+
+    def state_dict(self) -> dict:
+        return {"optim": self.optim.get_state(), "estimator": self.estimator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
+        for param_state in state["optim"].values():
+            for group in param_state["param_groups"]:
+                group["lr"] = self.lr
+        self.optim.set_state(state["optim"])
+        self.estimator.load_state_dict(state["estimator"])
+
+
+class TorchTrainer:
+    """The fast path: any estimator's gradient (Pyro's ``loss_and_grads`` for its ELBOs) into one
+    multi-tensor ``torch.optim.Adam`` over all parameters, with Pyro's validation off in the loop.
+
+    For Pyro's ELBOs it takes the very steps SVI takes, bit for bit (``tests/test_train.py``):
+    the gradients are the same, and Adam's arithmetic per element is the same whether one
+    optimizer steps every tensor (here) or one optimizer per tensor does (``pyro.optim``).
+    """
+
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float):
+        pyro.clear_param_store()
+        self.estimator, self.vae = estimator, vae
+        params = list(vae.parameters())
+        if estimator.baseline_net is not None:
+            params += list(estimator.baseline_net.parameters())
+        self.optim = torch.optim.Adam(params, lr=lr, foreach=True)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        self.optim.zero_grad()
+        with pyro.validation_enabled(False):
+            loss = self.estimator.backward(self.vae, x, y)
+        self.optim.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"optim": self.optim.state_dict(), "estimator": self.estimator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
+        load_optimizer(self.optim, state["optim"])
+        self.estimator.load_state_dict(state["estimator"])
+
+
+def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
+    """Load a torch optimizer's saved state but keep its current learning rate."""
+    lrs = [group["lr"] for group in optim.param_groups]
+    optim.load_state_dict(state)
+    for group, lr in zip(optim.param_groups, lrs):
+        group["lr"] = lr
+
+
+def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast") -> SVITrainer | TorchTrainer:
+    """``fast``: TorchTrainer for every estimator; ``svi``: the reference SVI path for Pyro's ELBOs."""
+    if loop == "svi" and estimator.elbo is not None:
+        return SVITrainer(estimator, vae, lr)
+    return TorchTrainer(estimator, vae, lr)
