@@ -26,9 +26,11 @@ from vae_pyro.errors import VaeError
 from vae_pyro.estimators import ELBO_NAMES
 from vae_pyro.evaluate import evaluate_run
 from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator, resolve_device, restore
+from vae_pyro.models import VAE
 from vae_pyro.report import write_report, write_run_report
 from vae_pyro.runs import CHECKPOINT, Run, atomic_write, write_json
 from vae_pyro.train import Interrupted, fit
+from vae_pyro.trainers import make_trainer
 
 SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
 MANIFEST = "compare.json"
@@ -48,9 +50,6 @@ def config_for(options: dict, name: str) -> Config:
 def warm_up() -> None:
     """One tiny training step, so the process's one-off start-up costs (lazy imports, allocator,
     kernel selection) are not billed to whichever estimator happens to train first."""
-    from vae_pyro.models import VAE
-    from vae_pyro.trainers import make_trainer
-
     make_trainer(make_estimator(Config(), 784), VAE(x_dim=784, z_dim=2, hidden=(8,)), 1e-3).step(torch.zeros(4, 784))
     pyro.clear_param_store()
 
@@ -184,13 +183,12 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
 
 def _evaluation(run_dir: Path, k: int, progress: bool) -> dict:
     """The run's evaluation.json if it is of this K and the final epoch, else a fresh evaluation."""
-    path = run_dir / "evaluation.json"
-    epochs = len(Run.open(run_dir).metrics())
+    path, run = run_dir / "evaluation.json", Run.open(run_dir)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("epochs") == epochs and f"test_is_log_likelihood_k{k}" in saved:
+        if saved.get("epochs") == len(run.metrics()) and f"test_is_log_likelihood_k{k}" in saved:
             return saved
-    return evaluate_run(run_dir, k=k, device=Run.open(run_dir).config().device, progress=progress)
+    return evaluate_run(run_dir, k=k, device=run.config().device, progress=progress)
 
 
 def _loss_draws(names: list[str], configs: dict[str, Config], vae, x: torch.Tensor, draws: int) -> dict[str, dict]:

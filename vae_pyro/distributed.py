@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_pyro import estimators
+from vae_pyro import estimators, hand
 from vae_pyro.errors import VaeError
 from vae_pyro.trainers import load_optimizer
 
@@ -108,8 +108,6 @@ class Objective(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
         if eps is not None:
-            from vae_pyro import hand
-
             return self.world_size * hand.loss(self.vae, x, y, eps=eps)
         return self.world_size * self.estimator.loss(self.vae, x, y)
 

@@ -92,10 +92,13 @@ def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progr
     data = load_data(cfg, dev)
     y = data.test_y if model.conditional else None
     result: dict = {"epochs": ckpt["epoch"], **{f"test_{k_}": v for k_, v in metrics(model, data.test_x, y).items()}}
-    with torch.no_grad():
-        code = model.encode(data.test_x, y)[0]
-        result["test_recon_at_code"] = hand.log_likelihood(cfg.likelihood, data.test_x, model.decode(code, y)).mean().item()
-    if not isinstance(model, AE):
+    if isinstance(model, AE):  # its reconstruction is already from the code
+        result["test_recon_at_code"] = result["test_recon"]
+    else:
+        with torch.no_grad():
+            code = model.encode(data.test_x, y)[0]
+            result["test_recon_at_code"] = hand.log_likelihood(cfg.likelihood, data.test_x,
+                                                               model.decode(code, y)).mean().item()
         result[f"test_is_log_likelihood_k{k}"] = is_log_likelihood(model, data.test_x, y, k, progress=progress).mean().item()
     result["active_units"] = active_units(model, data.test_x, y)
     write_json(Path(run_dir) / "evaluation.json", result)
