@@ -27,9 +27,9 @@ import torch
 
 from vae_pyro import data as D
 from vae_pyro.config import Config
-from vae_pyro.evaluate import is_log_likelihood
-from vae_pyro.experiment import build_vae, make_estimator, resolve_device
-from vae_pyro.trainers import make_trainer
+from vae_pyro.lab.evaluate import is_log_likelihood
+from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
+from vae_pyro.lab.trainers import make_trainer
 
 
 def sync(device: torch.device) -> None:
@@ -96,8 +96,8 @@ def main() -> None:
     trainers, flops = {}, {}
     for label, (name, loop) in variants.items():
         cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
-        vae = build_vae(cfg, ds.x_dim, device)
-        trainers[label] = (make_trainer(make_estimator(cfg, ds.x_dim), vae, cfg.lr, loop), vae)
+        vae = instantiate(cfg, ds.x_dim, device)
+        trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
         flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
     floor = {label: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
              for label, (n, _) in variants.items()}

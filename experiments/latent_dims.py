@@ -15,11 +15,11 @@ import pandas as pd
 import seaborn as sns
 
 from vae_pyro.config import Config
-from vae_pyro.evaluate import evaluate_run
-from vae_pyro.plots import save
-from vae_pyro.report import markdown_table
-from vae_pyro.runs import CHECKPOINT
-from vae_pyro.train import fit
+from vae_pyro.lab.evaluate import evaluate_run
+from vae_pyro.lab.runs import CHECKPOINT
+from vae_pyro.lab.train import fit
+from vae_pyro.report.figures import save
+from vae_pyro.report.markdown import markdown_table
 
 
 def main() -> None:

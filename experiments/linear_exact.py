@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
-from vae_pyro import diagnostics, hand, plots
-from vae_pyro.compare import config_for
-from vae_pyro.experiment import build_vae, load_data, make_estimator, restore
-from vae_pyro.linear import exact_log_likelihood, ppca_max_log_likelihood
-from vae_pyro.train import fit
+from vae_pyro.data.linear import exact_log_likelihood, ppca_max_log_likelihood
+from vae_pyro.lab import diagnostics
+from vae_pyro.lab.compare import config_for
+from vae_pyro.lab.experiment import instantiate, load_data, make_estimator, restore_run
+from vae_pyro.lab.train import fit
+from vae_pyro.models import hand
+from vae_pyro.report import figures as plots
 
 OPTIONS = dict(dataset="synthetic-linear", hidden=(), likelihood="gaussian-shared", z_dim=2,
                batch_size=500, epochs=400, lr=0.005, seed=0)
@@ -27,7 +29,7 @@ KS = (1, 5, 50, 500)
 
 def bound(cfg, vae, x, draws: int) -> tuple[float, float]:
     """Mean over draws of the estimator's bound per point, and its standard error."""
-    values = -diagnostics.loss_draws(make_estimator(cfg, x.shape[1]), vae, x, draws)
+    values = -diagnostics.loss_draws(make_estimator(cfg, vae, x), vae, x, draws)
     return values.mean().item(), values.std().item() / len(values) ** 0.5
 
 
@@ -42,7 +44,7 @@ def main() -> None:
     fit(cfg, out / "run", force=True, progress=False)
     cpu = torch.device("cpu")
     x = load_data(cfg, cpu).train_x.double()
-    vaes = {"initial weights": build_vae(cfg, x.shape[1], cpu).double(), "trained weights": restore(out / "run", cpu)[1].double()}
+    vaes = {"initial weights": instantiate(cfg, x.shape[1], cpu).double(), "trained weights": restore_run(out / "run", cpu).module.double()}
 
     torch.manual_seed(0)
     with torch.no_grad():

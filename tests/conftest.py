@@ -3,8 +3,8 @@ import torch
 
 from vae_pyro import data
 from vae_pyro.config import Config
-from vae_pyro.experiment import EVAL_SEED
-from vae_pyro.train import fit
+from vae_pyro.lab.experiment import EVAL_SEED
+from vae_pyro.lab.train import fit
 
 TINY = dict(z_dim=4, hidden=(64,), epochs=2, batch_size=128)
 
@@ -23,13 +23,13 @@ def batch(mnist5k) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A small VAE trained for 3 epochs on mnist5k, so q(z|x) is far from the prior."""
-    from vae_pyro.experiment import build_vae
-    from vae_pyro.runs import Run
+    from vae_pyro.lab.experiment import instantiate
+    from vae_pyro.lab.runs import Run
 
     out = tmp_path_factory.mktemp("trained") / "run"
     cfg = Config(z_dim=8, hidden=(200,), epochs=3)
     fit(cfg, out, progress=False)
-    vae = build_vae(cfg, 784, torch.device("cpu"))
+    vae = instantiate(cfg, 784, torch.device("cpu"))
     vae.load_state_dict(Run.open(out).load_checkpoint()["module"])
     return vae
 

@@ -9,7 +9,7 @@ import torch
 
 from vae_pyro import data
 from vae_pyro.cli import main
-from vae_pyro.idx import write_idx
+from vae_pyro.data.idx import write_idx
 
 SMALL = ["--hidden", "64", "--z-dim", "4", "--quiet"]
 
@@ -57,13 +57,17 @@ def test_a_bad_option_in_a_real_process_is_one_line_and_exit_2(tmp_path):
         (["--estimator", "nope"], "unknown estimator 'nope'"),
         (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
         (["--binarize", "maybe"], "unknown binarize 'maybe'"),
-        (["--z-dim", "-3"], "argument --z-dim: must be a positive integer, got -3"),
-        (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
-        (["--batch-size", "-1"], "argument --batch-size: must be a positive integer"),
-        (["--particles", "0"], "argument --particles: must be a positive integer"),
+        (["--z-dim", "-3"], "--z-dim must be a positive integer, got -3"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--particles", "0"], "--particles must be a positive integer"),
         (["--hidden", "400,0"], "argument --hidden: expected positive layer sizes"),
-        (["--z-dim", "two"], "argument --z-dim: 'two' is not an integer"),
-        (["--lr", "-1"], "--lr must be positive"),
+        (["--z-dim", "two"], "argument --z-dim: invalid int value: 'two'"),
+        (["--lr", "-1"], "--lr must be a positive finite number"),
+        (["--lr", "inf"], "--lr must be a positive finite number"),
+        (["--beta", "inf"], "--beta must be a finite number >= 0"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--model", "gan"], "unknown model 'gan'"),
         (["--batch-size", "5000"], "--batch-size 5000 exceeds the 4000 training images"),
     ],
 )

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vae_pyro import data
+from vae_pyro.data.idx import read_idx, write_idx
 from vae_pyro.errors import VaeError
-from vae_pyro.idx import read_idx, write_idx
 
 
 def test_bundled_files_match_their_checksums():
@@ -125,7 +125,7 @@ def test_unknown_dataset_is_refused():
         data.load("cifar")
 
 
-@pytest.mark.parametrize("bad, message", [(float("nan"), "NaN or Inf"), (1.5, "needs \\[0, 1\\]"), (-0.1, "needs \\[0, 1\\]")])
+@pytest.mark.parametrize("bad, message", [(float("nan"), "NaN or Inf"), (1.5, "need \\[0, 1\\]"), (-0.1, "need \\[0, 1\\]")])
 def test_check_pixels_refuses_what_bernoulli_cannot_score(bad, message):
     x = torch.rand(4, 784)
     x[2, 3] = bad

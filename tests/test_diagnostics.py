@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from vae_pyro import diagnostics, estimators
+from vae_pyro import estimators
+from vae_pyro.lab import diagnostics
 from vae_pyro.models import VAE
 
 
 @pytest.fixture(scope="module")
 def stats(batch):
-    """Encoder / decoder gradient statistics at a fixed initialisation, 200 draws per estimator."""
+    """Guide (φ) / model (θ) gradient statistics at a fixed initialisation, 200 draws per estimator."""
     torch.manual_seed(0)
     vae = VAE(z_dim=8, hidden=(64,))
     out = {}
@@ -21,7 +22,7 @@ def stats(batch):
 
 
 def test_encoder_gradient_variance_orders_score_trace_meanfield(stats):
-    var = {name: s["encoder"].variance for name, s in stats.items()}
+    var = {name: s["guide"].variance for name, s in stats.items()}
     # Each figure averages the variance over ~100k parameters, each estimated from 200 draws
     # (relative se of one variance ~ sqrt(2/199) = 10%); the margins below are several times that.
     assert var["score"] > 100 * var["trace"]
@@ -30,7 +31,7 @@ def test_encoder_gradient_variance_orders_score_trace_meanfield(stats):
 
 
 def test_decoder_snr_rises_with_iwae_k(stats):
-    assert stats["iwae-50"]["decoder"].snr > 1.2 * stats["iwae-1"]["decoder"].snr
+    assert stats["iwae-50"]["model"].snr > 1.2 * stats["iwae-1"]["model"].snr
 
 
 def test_gradient_stats_of_a_noiseless_estimator_have_zero_variance(batch):

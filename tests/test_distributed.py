@@ -10,11 +10,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vae_pyro import estimators, hand
+from vae_pyro import estimators
 from vae_pyro.config import Config
-from vae_pyro.distributed import DDPTrainer, World, wrap
 from vae_pyro.errors import VaeError
-from vae_pyro.experiment import build_vae
+from vae_pyro.lab.distributed import DDPTrainer, World, wrap
+from vae_pyro.lab.experiment import instantiate
+from vae_pyro.models import hand
 
 CFG = Config(estimator="hand", z_dim=4, hidden=(32,))
 
@@ -34,7 +35,7 @@ def rank_main(rank: int, size: int, port: int, out: str, steps: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=size)
     torch.manual_seed(100 + rank)  # different noise per rank, as in fit
-    vae = build_vae(CFG, 784, torch.device("cpu"))
+    vae = instantiate(CFG, 784, torch.device("cpu"))
     trainer = DDPTrainer(estimators.make("hand"), vae, 1e-3, World(rank, size, 0), torch.device("cpu"))
     x, eps = fixed_batch_and_eps()
     half = len(x) // size
@@ -60,7 +61,7 @@ def test_ranks_hold_identical_parameters(two_ranks):
 
 
 def test_a_synchronised_step_equals_one_process_on_the_concatenated_batch(two_ranks):
-    vae = build_vae(CFG, 784, torch.device("cpu"))
+    vae = instantiate(CFG, 784, torch.device("cpu"))
     x, eps = fixed_batch_and_eps()
     hand.loss(vae, x, eps=eps).backward()  # the gradient of the sum over all 16 images
     for ddp_grad, p in zip(two_ranks[0]["grads"], vae.parameters()):
@@ -68,7 +69,7 @@ def test_a_synchronised_step_equals_one_process_on_the_concatenated_batch(two_ra
 
 
 def test_estimators_without_a_differentiable_loss_are_refused():
-    vae = build_vae(CFG, 784, torch.device("cpu"))
+    vae = instantiate(CFG, 784, torch.device("cpu"))
     with pytest.raises(VaeError, match="score cannot train under torchrun: Pyro's TraceGraph_ELBO"):
         wrap(estimators.make("score"), vae, World(0, 2, 0), torch.device("cpu"))
 

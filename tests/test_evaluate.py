@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import TINY
 
-from vae_pyro import evaluate, hand
 from vae_pyro.config import Config
-from vae_pyro.evaluate import evaluate_run
-from vae_pyro.train import fit
+from vae_pyro.lab import evaluate
+from vae_pyro.lab.evaluate import evaluate_run
+from vae_pyro.lab.train import fit
+from vae_pyro.models import hand
 
 
 def mean_and_se(values: torch.Tensor) -> tuple[float, float]:

@@ -19,11 +19,12 @@ from conftest import survived, tried
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vae_pyro import data, runs
+from vae_pyro import data
 from vae_pyro.cli import main
+from vae_pyro.data.idx import read_idx, write_idx
 from vae_pyro.errors import VaeError
-from vae_pyro.idx import read_idx, write_idx
-from vae_pyro.runs import Run
+from vae_pyro.lab import runs
+from vae_pyro.lab.runs import Run
 
 TRAIN = ["--hidden", "32", "--z-dim", "4", "--batch-size", "256", "--epochs", "3", "--quiet"]
 STEPS = 3 * (4000 // 256)  # 45 training steps, 3 checkpoints
@@ -209,7 +210,7 @@ def test_bad_idx_files_are_refused(tmp_path, capsys, case):
 
 def test_images_not_28x28_are_refused_for_the_conv_nets(tmp_path, capsys):
     args = idx_folder(tmp_path, shape=(20, 20))
-    refused(capsys, tmp_path, ["train", *args, "--conv"], "--conv needs 28x28 images, but mnist has 400 values")
+    refused(capsys, tmp_path, ["train", *args, "--conv"], "--conv needs 28x28 images, but x_dim is 400; drop --conv")
 
 
 BAD_OPTIONS = {
@@ -217,14 +218,14 @@ BAD_OPTIONS = {
     "unknown model": (["--model", "gan"], "unknown model 'gan'"),
     "unknown estimator": (["--estimator", "sgd"], "unknown estimator 'sgd'"),
     "unknown likelihood": (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
-    "z-dim 0": (["--z-dim", "0"], "--z-dim: must be a positive integer"),
+    "z-dim 0": (["--z-dim", "0"], "--z-dim must be a positive integer"),
     "hidden 0": (["--hidden", "0"], "--hidden: expected positive layer sizes"),
-    "batch -4": (["--batch-size", "-4"], "--batch-size: must be a positive integer"),
-    "epochs 0": (["--epochs", "0"], "--epochs: must be a positive integer"),
-    "iwae K 0": (["--estimator", "iwae", "--iwae-k", "0"], "--iwae-k: must be a positive integer"),
+    "batch -4": (["--batch-size", "-4"], "--batch-size must be a positive integer"),
+    "epochs 0": (["--epochs", "0"], "--epochs must be a positive integer"),
+    "iwae K 0": (["--estimator", "iwae", "--iwae-k", "0"], "--iwae-k must be a positive integer"),
     "particles with iwae": (["--estimator", "iwae", "--particles", "3"], "--particles does not apply to iwae"),
-    "particles with ae": (["--model", "ae", "--particles", "3"], "--particles does not apply to the autoencoder"),
-    "bernoulli on real-valued data": (["--dataset", "synthetic-linear"], "the Bernoulli likelihood needs [0, 1]"),
+    "infinite lr": (["--lr", "inf"], "--lr must be a positive finite number"),
+    "bernoulli on real-valued data": (["--dataset", "synthetic-linear"], "binarisation and the Bernoulli likelihood need [0, 1]"),
 }
 
 

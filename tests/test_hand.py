@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_pyro import checks, hand
-from vae_pyro.models import VAE, likelihood
+from vae_pyro.lab import checks
+from vae_pyro.lab import traces
+from vae_pyro.models import CVAE, VAE, hand
+from vae_pyro.models.likelihoods import LIKELIHOODS
 
 
 def test_closed_form_kl_equals_torch_kl_divergence():
@@ -28,8 +30,8 @@ def test_log_likelihood_formulas_equal_pyro_distributions(name):
     params = (torch.randn(32, 784, generator=gen, dtype=torch.float64),)
     if name == "gaussian":
         params += (torch.rand(32, 784, generator=gen, dtype=torch.float64) + 0.05,)
-    expected = likelihood(name, params).log_prob(x)
-    torch.testing.assert_close(hand.log_likelihood(name, x, params), expected, rtol=1e-12, atol=1e-9)
+    expected = LIKELIHOODS[name].distribution(*params).log_prob(x)
+    torch.testing.assert_close(LIKELIHOODS[name].log_prob(x, *params), expected, rtol=1e-12, atol=1e-9)
 
 
 def test_normal_log_prob_is_the_diagonal_gaussian_density():
@@ -65,11 +67,30 @@ def test_same_eps_check_detects_a_wrong_kl(batch, monkeypatch):
 
 
 def test_trace_kl_is_unbiased_for_the_closed_form(trained, batch):
-    """E[(log q − log p)(z)] = KL: the mean of trace − hand over draws is 0 within 4 standard errors."""
+    """E[(log q − log p)(z)] = KL: the mean of trace − meanfield over the same draws of z is 0 within
+    4 standard errors."""
     vae = copy.deepcopy(trained).double()
-    torch.manual_seed(0)
-    diff = checks.trace_minus_hand(vae, batch.double(), draws=1000)
+    diff = checks.trace_minus_meanfield(vae, batch.double(), draws=1000)
     mean, se = diff.mean().item(), diff.std().item() / len(diff) ** 0.5
     assert se > 0  # the Monte-Carlo KL does vary draw to draw
     assert se < 0.05  # and there are draws enough to see a bias of 0.2 nats per image
     assert abs(mean) < 4 * se
+
+
+@pytest.mark.parametrize("model", ["vae", "cvae"])
+def test_generic_log_weights_equal_the_hand_derived_ones_on_the_same_draws(mnist5k, batch, model):
+    """The lab's log-weights, read from traces of any model, equal the VAE's written out by hand
+    (hand.log_weights) on the z the traces drew, to float64 precision; so do their log-mean-exps,
+    the IS estimate of log p(x)."""
+    torch.manual_seed(0)
+    vae = (CVAE if model == "cvae" else VAE)(z_dim=5, hidden=(32,)).double()
+    x, y = batch.double(), mnist5k.test_y[: len(batch)] if model == "cvae" else None
+    torch.manual_seed(1)
+    generic = traces.log_weights(vae, x, y, k=7).log_w
+    torch.manual_seed(1)
+    guide_tr, _ = traces.particle_traces(vae, x, y, 7, 1)
+    loc, scale = vae.encode(x, y)
+    eps = (guide_tr.nodes["z"]["value"] - loc) / scale
+    by_hand = hand.log_weights(vae, x, eps, y)
+    torch.testing.assert_close(generic, by_hand, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(traces.log_mean_exp(generic), traces.log_mean_exp(by_hand), rtol=1e-12, atol=1e-9)

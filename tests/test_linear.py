@@ -3,11 +3,8 @@
 import pytest
 import torch
 
-from vae_pyro import diagnostics, hand
-from vae_pyro.compare import config_for
 from vae_pyro.data import load
-from vae_pyro.experiment import build_vae, make_estimator, restore
-from vae_pyro.linear import (
+from vae_pyro.data.linear import (
     N_TRAIN,
     X_DIM,
     decoder_params,
@@ -15,7 +12,11 @@ from vae_pyro.linear import (
     gaussian_log_prob,
     ppca_max_log_likelihood,
 )
-from vae_pyro.train import fit
+from vae_pyro.lab import diagnostics
+from vae_pyro.lab.compare import config_for
+from vae_pyro.lab.experiment import instantiate, make_estimator, restore_run
+from vae_pyro.lab.train import fit
+from vae_pyro.models import hand
 
 LINEAR = dict(dataset="synthetic-linear", hidden=(), likelihood="gaussian-shared", z_dim=2, seed=0)
 
@@ -30,7 +31,7 @@ def test_gaussian_log_prob_equals_torch_multivariate_normal():
 
 
 def test_exact_log_likelihood_is_the_marginal_of_the_linear_vae():
-    vae = build_vae(config_for(LINEAR, "meanfield"), X_DIM, torch.device("cpu")).double()
+    vae = instantiate(config_for(LINEAR, "meanfield"), X_DIM, torch.device("cpu")).double()
     w, b, sigma = decoder_params(vae)
     x = load("synthetic-linear").test_x[:100].double()
     cov = w @ w.T + sigma**2 * torch.eye(X_DIM, dtype=torch.float64)
@@ -67,11 +68,11 @@ def linear_points(tmp_path_factory):
     out = tmp_path_factory.mktemp("linear") / "run"
     fit(cfg, out, progress=False)
     cpu = torch.device("cpu")
-    return {"initial": build_vae(cfg, X_DIM, cpu).double(), "one epoch": restore(out, cpu)[1].double()}
+    return {"initial": instantiate(cfg, X_DIM, cpu).double(), "one epoch": restore_run(out, cpu).module.double()}
 
 
 def bound(options: dict, name: str, vae, x, draws: int = 10) -> tuple[float, float]:
-    values = -diagnostics.loss_draws(make_estimator(config_for(options, name), X_DIM), vae, x, draws)
+    values = -diagnostics.loss_draws(make_estimator(config_for(options, name), vae, x), vae, x, draws)
     return values.mean().item(), values.std().item() / draws**0.5
 
 
@@ -95,7 +96,7 @@ def test_trained_linear_vae_reaches_the_ppca_maximum_likelihood(tmp_path):
     """A linear VAE with diagonal posterior recovers pPCA (Lucas et al. 2019): ELBO within 0.05 nats."""
     cfg = config_for({**LINEAR, "epochs": 400, "batch_size": 500, "lr": 0.005}, "meanfield")
     fit(cfg, tmp_path / "run", progress=False)
-    vae = restore(tmp_path / "run", torch.device("cpu"))[1].double()
+    vae = restore_run(tmp_path / "run", torch.device("cpu")).module.double()
     x = load("synthetic-linear").train_x.double()
     torch.manual_seed(0)
     with torch.no_grad():

@@ -5,11 +5,11 @@ import struct
 import pytest
 import torch
 
-from vae_pyro import plots
 from vae_pyro.cli import main
 from vae_pyro.config import Config
-from vae_pyro.experiment import build_vae
+from vae_pyro.lab.experiment import instantiate
 from vae_pyro.models import CVAE
+from vae_pyro.report import figures as plots
 
 
 def png_size(path) -> tuple[int, int]:
@@ -26,7 +26,7 @@ def grid(columns: int, rows: int) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def models():
     cpu = torch.device("cpu")
-    return {name: build_vae(Config(model=name, z_dim=z, hidden=(32,)), 784, cpu)
+    return {name: instantiate(Config(model=name, z_dim=z, hidden=(32,)), 784, cpu)
             for name, z in (("vae", 2), ("cvae", 5), ("ae", 32))}
 
 
@@ -35,7 +35,11 @@ def test_image_figures(tmp_path, models, mnist5k, name):
     model = models[name]
     y = mnist5k.test_y if model.conditional else None
     assert png_size(plots.reconstructions(model, mnist5k.test_x, y, tmp_path / "r.png")) == grid(16, 2)
-    samples = plots.samples(model, tmp_path / "s.png", n=64)
+    if name == "ae":  # no latent site: nothing to traverse, scatter or draw from a prior
+        assert plots.traversals(model, mnist5k.test_x, y, tmp_path / "t.png") is None
+        assert plots.latent_space(model, mnist5k.test_x, mnist5k.test_y, tmp_path / "l.png") is None
+        return
+    samples = plots.samples(model, 784, tmp_path / "s.png", n=64)
     assert png_size(samples) == (grid(10, 7) if model.conditional else grid(8, 8))
     assert png_size(plots.traversals(model, mnist5k.test_x, y, tmp_path / "t.png")) == grid(9, min(10, model.z_dim))
     wide = model.z_dim == 2 and not model.conditional  # scatter + decoded manifold
@@ -45,7 +49,7 @@ def test_image_figures(tmp_path, models, mnist5k, name):
 
 def test_cvae_samples_of_one_label(tmp_path):
     torch.manual_seed(0)
-    assert png_size(plots.samples(CVAE(z_dim=3, hidden=(16,)), tmp_path / "s.png", n=16, label=7)) == grid(8, 2)
+    assert png_size(plots.samples(CVAE(z_dim=3, hidden=(16,)), 784, tmp_path / "s.png", n=16, label=7)) == grid(8, 2)
 
 
 def test_plot_figures(tmp_path):

@@ -7,13 +7,14 @@ import pytest
 import torch
 from conftest import TINY
 
-from vae_pyro import estimators, evaluate
+from vae_pyro import estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
-from vae_pyro.experiment import build_vae, load_data
-from vae_pyro.runs import Run
-from vae_pyro.train import Diverged, fit
-from vae_pyro.trainers import TorchTrainer
+from vae_pyro.lab import evaluate
+from vae_pyro.lab.experiment import instantiate, load_data
+from vae_pyro.lab.runs import Run
+from vae_pyro.lab.train import Diverged, fit
+from vae_pyro.lab.trainers import TorchTrainer
 
 
 def weights(run_dir) -> dict:
@@ -27,14 +28,14 @@ def without_seconds(history: list[dict]) -> list[dict]:
 def test_two_epochs_raise_the_test_elbo(tmp_path):
     cfg = Config(epochs=2)
     data = load_data(cfg, torch.device("cpu"))
-    before = evaluate.metrics(build_vae(cfg, 784, torch.device("cpu")), data.test_x)["elbo"]
+    before = evaluate.metrics(instantiate(cfg, 784, torch.device("cpu")), data.test_x)["elbo"]
     result = fit(cfg, tmp_path / "run", progress=False)
     after = [r["test_elbo"] for r in result.history]
     assert before < -500 and after[-1] > -250  # an untrained decoder scores ~ 784 log 2; two epochs learn a lot
     assert after[1] > after[0] > before
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == result.history
-    assert set(result.history[0]) == {"epoch", "train_elbo", "test_elbo", "test_recon", "test_kl", "kl_weight", "seconds"}
+    assert set(result.history[0]) == {"epoch", "train_elbo", "test_elbo", "test_recon", "test_kl", "test_elbo_se", "kl_weight", "seconds"}
     assert result.final["test"]["elbo"] == pytest.approx(after[-1])
 
 
@@ -53,21 +54,21 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
 
 
 def test_same_initial_weights_whatever_the_estimator():
-    first = build_vae(Config(estimator="trace", seed=3), 784, torch.device("cpu")).state_dict()
-    for name in estimators.ELBO_NAMES:
-        other = build_vae(Config(estimator=name, seed=3), 784, torch.device("cpu")).state_dict()
+    first = instantiate(Config(estimator="trace", seed=3), 784, torch.device("cpu")).state_dict()
+    for name in estimators.NAMES:
+        other = instantiate(Config(estimator=name, seed=3), 784, torch.device("cpu")).state_dict()
         assert all(torch.equal(first[k], other[k]) for k in first)
-    different = build_vae(Config(seed=4), 784, torch.device("cpu")).state_dict()
+    different = instantiate(Config(seed=4), 784, torch.device("cpu")).state_dict()
     assert not torch.equal(first["encoder.net.0.weight"], different["encoder.net.0.weight"])
 
 
 @pytest.fixture(scope="module")
 def untrained_test_elbo() -> float:
     cfg = Config(**TINY)
-    return evaluate.metrics(build_vae(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
+    return evaluate.metrics(instantiate(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
 
 
-@pytest.mark.parametrize("estimator", estimators.ELBO_NAMES)
+@pytest.mark.parametrize("estimator", estimators.NAMES)
 @pytest.mark.parametrize("samples", [1, 3])
 def test_every_estimator_trains(tmp_path, estimator, samples, untrained_test_elbo):
     options = {"iwae_k": samples} if estimator == "iwae" else {"particles": samples}
@@ -145,7 +146,7 @@ def test_jit_estimators_trace_once(batch, monkeypatch, name):
 
     monkeypatch.setattr(torch.jit, "trace", counting_trace)
     cfg = Config(estimator=name, **TINY)
-    vae = build_vae(cfg, 784, torch.device("cpu"))
+    vae = instantiate(cfg, 784, torch.device("cpu"))
     trainer = TorchTrainer(estimators.make(name), vae, 1e-3)
     for _ in range(5):
         assert math.isfinite(trainer.step(batch))

@@ -1,15 +1,17 @@
 """The ``vae-pyro`` command: train, compare, evaluate, sample, report, gradvar, check."""
 
 import argparse
+import ast
 import shlex
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 from time import strftime
 
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
-
-DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")  # what compare and gradvar compare
+from vae_pyro.estimators import NAMES
+from vae_pyro.lab.compare import DEFAULT_ESTIMATORS
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,39 +42,41 @@ def sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def model_option(text: str) -> tuple[str, object]:
+    """K=V for the model's constructor; V is read as a Python literal (8, 0.5, (400, 200), True) or kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected K=V with K a keyword of the model's constructor, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+PARSERS = {"hidden": sizes, "model_options": model_option}
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
-    """One option per Config field; the default None means 'not given' (the Config default applies)."""
-    d = Config.__dataclass_fields__
-    p.add_argument("--model", help="vae, cvae (conditional on the label), ae (deterministic autoencoder) [vae]")
-    p.add_argument("--dataset", help=f"mnist5k (bundled), mnist, fashion-mnist, synthetic-linear [{d['dataset'].default}]")
-    p.add_argument("--data-dir", help="folder for downloaded data sets [~/.cache/vae_pyro]")
-    p.add_argument("--estimator", help="trace, meanfield, hand, score, iwae, jit-trace, jit-meanfield; "
-                   "reconstruction for --model ae [meanfield]")
-    p.add_argument("--particles", type=positive_int, help="Monte-Carlo samples L per image [1]")
-    p.add_argument("--baseline", help="score estimator's baseline: none, decaying, neural [none]")
-    p.add_argument("--iwae-k", type=positive_int, help="samples per image of the iwae bound [5]")
-    p.add_argument("--z-dim", type=positive_int, help="latent dimensions [20; 32 for ae]")
-    p.add_argument("--hidden", type=sizes, help="hidden layer sizes, e.g. 400 or 512,256; none: linear [400]")
-    p.add_argument("--conv", action="store_const", const=True, help="convolutional encoder/decoder (28x28 images)")
-    p.add_argument("--activation", help="relu, softplus, tanh [relu]")
-    p.add_argument("--likelihood", help="bernoulli, continuous-bernoulli, gaussian, gaussian-shared (one sigma) "
-                   "[bernoulli]")
-    p.add_argument("--min-scale", type=float, help="floor of the Gaussian decoder's sigma [0.01]")
-    p.add_argument("--prior", help="the cvae's p(z|y): learned, standard [learned]")
-    p.add_argument("--beta", type=float, help="weight of the KL term [1]")
-    p.add_argument("--kl-warmup", type=int, help="epochs over which the KL weight rises from 0 to beta [0]")
-    p.add_argument("--binarize", help="dynamic, static, none [dynamic for bernoulli, else none]")
-    p.add_argument("--batch-size", type=positive_int, help="[128]")
-    p.add_argument("--epochs", type=positive_int, help="[30]")
-    p.add_argument("--lr", type=float, help="Adam learning rate [1e-3]")
-    p.add_argument("--seed", type=int, help="seeds weights, data order, binarisation and noise [0]")
-    p.add_argument("--device", help="auto, cpu, cuda [auto]")
-    p.add_argument("--loop", help="fast (one torch optimizer) or svi (pyro.infer.SVI, the reference) [fast]")
+    """One option per Config field, with Config's help and default; None means 'not given'."""
+    for f in fields(Config):
+        flag = "--model-option" if f.name == "model_options" else "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING and f.default is not None else None
+        shown = f" [{default}]" if default is not None else ""
+        if f.name == "conv":
+            p.add_argument(flag, action="store_const", const=True, help=f.metadata["help"])
+        elif f.name == "model_options":
+            p.add_argument(flag, dest=f.name, action="append", type=model_option, metavar="K=V", help=f.metadata["help"])
+        else:
+            kind = PARSERS.get(f.name) or next(t for t in (int, float, str) if t.__name__ in str(f.type))
+            p.add_argument(flag, type=kind, help=f.metadata["help"] + shown)
 
 
 def given(args: argparse.Namespace) -> dict:
     """The Config fields the user set on the command line."""
-    return {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
+    options = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
+    if "model_options" in options:
+        options["model_options"] = dict(options["model_options"])
+    return options
 
 
 def print_table(rows: dict[str, dict[str, float]], keys: list[str]) -> None:
@@ -82,10 +86,10 @@ def print_table(rows: dict[str, dict[str, float]], keys: list[str]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vae_pyro.distributed import launched
-    from vae_pyro.report import write_run_report
-    from vae_pyro.runs import Run
-    from vae_pyro.train import fit
+    from vae_pyro.lab.distributed import launched
+    from vae_pyro.lab.runs import Run
+    from vae_pyro.lab.train import fit
+    from vae_pyro.report.markdown import write_run_report
 
     options = given(args)
     if args.resume:
@@ -100,9 +104,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     if not result.leader:
         return
-    write_run_report(result.run)
+    write_run_report(result.run, cfg, result.module, result.data, result.history)
     print(f"\n{cfg.model} with {cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
-    print_table(result.final, list(result.final["test"]))
+    print_table(result.final, ["elbo", "recon", "kl"])
     if result.history:
         seconds = sorted(r["seconds"] for r in result.history)[len(result.history) // 2]
         print(f"{'s/epoch':10}{seconds:12.2f}  (median)")
@@ -114,9 +118,9 @@ def estimator_list(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vae_pyro.compare import compare
-    from vae_pyro.distributed import launched
-    from vae_pyro.report import results_table
+    from vae_pyro.lab.compare import compare
+    from vae_pyro.lab.distributed import launched
+    from vae_pyro.report.markdown import results_table
 
     out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
     command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
@@ -132,16 +136,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_gradvar(args: argparse.Namespace) -> None:
-    from vae_pyro.compare import fixed_batch, gradient_rows
-    from vae_pyro.experiment import load_data, resolve_device, restore
-    from vae_pyro.runs import write_json
+    from vae_pyro.lab.compare import fixed_batch, gradient_rows, gradient_specs
+    from vae_pyro.lab.experiment import restore_run
+    from vae_pyro.lab.runs import write_json
 
-    device = resolve_device(args.device)
-    cfg, vae, _ = restore(args.run, device)
-    data = load_data(cfg, device)
-    x = fixed_batch(data.train_x, cfg.batch_size)
-    options = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
-    rows = gradient_rows(args.estimators, vae, x, options, f"{args.run}", args.draws, progress=True)
+    run = restore_run(args.run, args.device)
+    x, y = fixed_batch(run.data, run.config.batch_size, getattr(run.module, "conditional", False))
+    options = {k: v for k, v in run.config.to_dict().items() if k != "estimator"}
+    rows = gradient_rows(gradient_specs(args.estimators, options), run.module, run.data, x, y, str(args.run),
+                         args.draws, progress=True)
     write_json(Path(args.run) / "gradvar.json", rows)
     print(f"{'estimator':14}{'group':>9}{'variance':>13}{'SNR':>9}   ({args.draws} draws, {len(x)} images)")
     for r in rows:
@@ -149,42 +152,55 @@ def cmd_gradvar(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vae_pyro.experiment import resolve_device, restore
-    from vae_pyro.plots import samples
+    from vae_pyro.lab.experiment import restore_run
+    from vae_pyro.report.figures import samples
 
-    cfg, model, _ = restore(args.run, resolve_device(args.device))
-    if args.label is not None and not model.conditional:
-        raise VaeError(f"--label needs a conditional model (--model cvae); {args.run} is a {cfg.model}")
-    if args.label is not None and not 0 <= args.label < 10:
-        raise VaeError(f"--label must be a class from 0 to 9, got {args.label}")
+    run = restore_run(args.run, args.device)
+    classes = int(run.data.train_y.max()) + 1
+    if args.label is not None and not getattr(run.module, "conditional", False):
+        raise VaeError(f"--label needs a conditional model (--model cvae); {args.run} is a {run.config.model}")
+    if args.label is not None and not 0 <= args.label < classes:
+        raise VaeError(f"--label must be a class from 0 to {classes - 1}, got {args.label}")
     suffix = "" if args.label is None else f"-label{args.label}"
     out = Path(args.out) if args.out else Path(args.run) / "figures" / f"samples{suffix}.png"
-    print(samples(model, out, n=args.n, label=args.label, seed=args.seed))
+    print(samples(run.module, run.data.test_x.shape[1], out, n=args.n, label=args.label, seed=args.seed,
+                  classes=classes))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from vae_pyro.report import write_run_report
+    from vae_pyro.lab.experiment import restore_run
+    from vae_pyro.report.markdown import write_run_report
 
-    print(write_run_report(args.run))
+    run = restore_run(args.run, "cpu")
+    print(write_run_report(args.run, run.config, run.module, run.data, run.history))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from vae_pyro.evaluate import evaluate_run
+    from vae_pyro.lab.evaluate import evaluate_run
 
     result = evaluate_run(args.run, k=args.k, device=args.device, progress=True)
     print(f"{args.run}: test set, nats per image")
     for key, value in result.items():
-        print(f"  {key:30} {value:10.2f}" if isinstance(value, float) else f"  {key:30} {value:>10}")
+        print(f"  {key:34} {value:10.3f}" if isinstance(value, float) else f"  {key:34} {value:>10}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
     import torch
 
-    from vae_pyro.checks import run_checks
-    from vae_pyro.experiment import restore
+    from vae_pyro.lab.checks import checks, print_checks
+    from vae_pyro.lab.experiment import build_model, labels, load_data, restore_run
 
-    vae = restore(args.run, torch.device("cpu"))[1] if args.run else None
-    if not run_checks(draws=args.draws, seed=args.seed, vae=vae):
+    if args.run:
+        run = restore_run(args.run, "cpu")
+        cfg, module, test = run.config, run.module, run.data
+    else:
+        cfg = Config(**{**given(args), "estimator": "trace"})  # the checks choose their own estimators
+        test = load_data(cfg, torch.device("cpu"))
+        module = build_model(cfg, test, torch.device("cpu"))
+    x, y = test.test_x[: args.batch], labels(module, test.test_y[: args.batch])  # binarised once, as for evaluation
+    rows = checks(module, x, y, draws=args.draws, seed=cfg.seed)
+    print_checks(rows)
+    if not all(c.passed for c in rows):
         sys.exit(1)
 
 
@@ -203,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("compare", help="train every estimator from the same start; summary, figures, report")
     add_config_options(p)
     p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS),
-                   help=f"comma-separated [{','.join(DEFAULT_ESTIMATORS)}]")
+                   help=f"comma-separated, of {', '.join(NAMES)} [{','.join(DEFAULT_ESTIMATORS)}]")
     p.add_argument("--out", help="compare folder [runs/compare-<time>]")
     p.add_argument("--jobs", type=positive_int, default=1, help="estimators trained at once, in separate processes [1]")
     p.add_argument("--resume", action="store_true", help="finish the comparison in --out; finished runs are kept")
@@ -240,10 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("check", help="hand-derived vs Pyro estimators on real batches; exit 1 on failure")
-    p.add_argument("--draws", type=positive_int, default=2000, help="draws for the trace-vs-hand mean [2000]")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run", help="check this run's trained module instead of a freshly initialised one")
+    p = sub.add_parser("check", help="hand-derived vs Pyro estimators on real batches, any model; exit 1 on failure")
+    add_config_options(p)
+    p.add_argument("--draws", type=positive_int, default=2000, help="draws for the trace-vs-meanfield mean [2000]")
+    p.add_argument("--batch", type=positive_int, default=64, help="test images in the batch [64]")
+    p.add_argument("--run", help="check this run's trained module instead of a freshly initialised --model")
     p.set_defaults(func=cmd_check)
 
     args = parser.parse_args(argv)

@@ -1,12 +1,18 @@
-"""A run's configuration: one flat dataclass, saved as ``config.json`` in the run folder."""
+"""A run's configuration: one flat dataclass, saved as ``config.json`` in the run folder.
 
-from dataclasses import asdict, dataclass, fields
+It is the one source of every option's default, accepted values and help text: the command line
+is generated from it (``cli.add_config_options``) and ``validate`` runs once, when it is made.
+The shared model options (``z_dim`` … ``beta``) default to None, which leaves the model's own
+constructor default; given, they are passed to any model whose constructor names them.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from vae_pyro import estimators
-from vae_pyro.data import BINARISATIONS, DATASETS
+from vae_pyro.data import BINARISATIONS, DATASETS, GIVEN
 from vae_pyro.errors import VaeError
-from vae_pyro.models import MODELS, PRIORS
-from vae_pyro.nets import ACTIVATIONS, LIKELIHOOD_PARAMS
 
 DEVICES = ("auto", "cpu", "cuda")
 LOOPS = ("fast", "svi")
@@ -14,73 +20,84 @@ LOOPS = ("fast", "svi")
 RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir"}
 
 
+def option(default: Any, help: str, choices: tuple | None = None, model: bool = False) -> Any:
+    """A Config field with its help text, its accepted values, and whether it is passed to the model."""
+    meta = {"help": help, "choices": choices, "model": model}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class Config:
-    model: str = "vae"  # vae | cvae | ae
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    estimator: str | None = None  # None: meanfield, or reconstruction for the autoencoder
-    particles: int = 1
-    baseline: str = "none"  # score estimator's control variate: none | decaying | neural
-    iwae_k: int = 5  # samples per image of the iwae bound
-    z_dim: int | None = None  # None: 20, or 32 for the autoencoder (784 -> 32 -> 784)
-    hidden: tuple[int, ...] = (400,)
-    conv: bool = False  # convolutional encoder / decoder for 28x28 images instead of the MLP's input layers
-    activation: str = "relu"
-    likelihood: str = "bernoulli"
-    min_scale: float = 0.01  # floor of the Gaussian decoder's sigma
-    prior: str = "learned"  # the CVAE's p(z|y): learned | standard
-    beta: float = 1.0
-    kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to beta
-    binarize: str | None = None  # None: dynamic for Bernoulli, none otherwise
-    batch_size: int = 128
-    epochs: int = 30
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    loop: str = "fast"  # fast: one torch optimizer for every estimator; svi: pyro.infer.SVI (the reference)
+    model: str = option("vae", "vae, cvae (conditional on the label), ae (deterministic autoencoder), or your own: "
+                               "path/to/file.py:Class or package.module:Class")
+    model_options: dict = option({}, "K=V passed to the model's constructor; repeat for several")
+    dataset: str = option("mnist5k", "mnist5k (bundled), mnist, fashion-mnist, synthetic-linear", (*DATASETS, GIVEN))
+    data_dir: str | None = option(None, "folder for downloaded data sets [~/.cache/vae_pyro]")
+    estimator: str = option("meanfield", ", ".join(estimators.NAMES), estimators.NAMES)
+    particles: int = option(1, "Monte-Carlo samples L per image")
+    baseline: str = option("none", "score estimator's baseline: none, decaying, neural", estimators.BASELINES)
+    iwae_k: int = option(5, "samples per image of the iwae bound")
+    z_dim: int | None = option(None, "latent dimensions [the model's: 20 for vae/cvae, 32 for ae]", model=True)
+    hidden: tuple[int, ...] | None = option(None, "hidden layer sizes, e.g. 400 or 512,256; none: linear [400]",
+                                            model=True)
+    conv: bool | None = option(None, "convolutional encoder/decoder (28x28 images)", model=True)
+    activation: str | None = option(None, "relu, softplus, tanh [relu]", model=True)
+    likelihood: str | None = option(None, "bernoulli, continuous-bernoulli, gaussian, gaussian-shared (one sigma) "
+                                          "[bernoulli]", model=True)
+    min_scale: float | None = option(None, "floor of the Gaussian decoder's sigma [0.01]", model=True)
+    prior: str | None = option(None, "the cvae's p(z|y): learned, standard [learned]", model=True)
+    beta: float | None = option(None, "weight of the KL term [1]", model=True)
+    kl_warmup: int = option(0, "epochs over which the KL weight rises from 0 to beta (a model with a beta attribute)")
+    binarize: str | None = option(None, "dynamic, static, none [dynamic unless --likelihood is not bernoulli]",
+                                  BINARISATIONS)
+    batch_size: int = option(128, "images per training step")
+    epochs: int = option(30, "passes over the training set")
+    lr: float = option(1e-3, "Adam learning rate")
+    seed: int = option(0, "seeds weights, data order, binarisation and noise")
+    device: str = option("auto", "auto, cpu, cuda", DEVICES)
+    loop: str = option("fast", "fast (one torch optimizer) or svi (pyro.infer.SVI, the reference)", LOOPS)
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        if self.estimator is None:
-            self.estimator = "reconstruction" if self.model == "ae" else "meanfield"
-        if self.z_dim is None:
-            self.z_dim = 32 if self.model == "ae" else 20
+        if self.hidden is not None:
+            self.hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        self.model_options = dict(self.model_options)
         if self.binarize is None:
-            self.binarize = "dynamic" if self.likelihood == "bernoulli" else "none"
+            self.binarize = "dynamic" if self.likelihood in (None, "bernoulli") else "none"
         self.validate()
 
     def validate(self) -> None:
         """Raise VaeError naming the first bad value and the accepted ones."""
-        choices = {
-            "model": MODELS,
-            "prior": PRIORS,
-            "dataset": DATASETS,
-            "activation": tuple(ACTIVATIONS),
-            "likelihood": tuple(LIKELIHOOD_PARAMS),
-            "binarize": BINARISATIONS,
-            "device": DEVICES,
-            "loop": LOOPS,
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise VaeError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
-        estimators.check_options(self.estimator, self.particles, self.baseline, self.model)
+        for f in fields(self):
+            allowed = f.metadata["choices"]
+            if allowed and getattr(self, f.name) not in allowed:
+                raise VaeError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of {', '.join(allowed)}")
+        estimators.check_options(self.estimator, self.particles, self.baseline)
+        for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+        if self.seed < 0:
+            raise VaeError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.kl_warmup < 0:
             raise VaeError(f"--kl-warmup must be a number of epochs >= 0, got {self.kl_warmup}")
         if self.kl_warmup and self.estimator.startswith("jit-"):
             raise VaeError("--kl-warmup changes the KL weight every epoch, which a jit-* estimator would have "
                            "compiled as a constant; use trace or meanfield")
-        for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
-            if getattr(self, key) < 1:
-                raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
         if self.hidden and min(self.hidden) < 1:
             raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256 (or none), got {self.hidden}")
         for key in ("lr", "min_scale"):
-            if not getattr(self, key) > 0:
-                raise VaeError(f"--{key.replace('_', '-')} must be positive, got {getattr(self, key)}")
-        if not self.beta >= 0:
-            raise VaeError(f"--beta must be non-negative, got {self.beta}")
+            value = getattr(self, key)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise VaeError(f"--{key.replace('_', '-')} must be a positive finite number, got {value}")
+        if self.beta is not None and not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise VaeError(f"--beta must be a finite number >= 0, got {self.beta}")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The options given for the model's constructor: the shared ones that were set, and --model-option."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["model"]}
+        return {**{k: v for k, v in shared.items() if v is not None}, **self.model_options}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,11 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vae_pyro.models.likelihoods import LIKELIHOODS
+
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
-# how many per-pixel parameters the decoder emits for each likelihood
-LIKELIHOOD_PARAMS = {"bernoulli": 1, "continuous-bernoulli": 1, "gaussian": 2, "gaussian-shared": 1}
 MIN_ENCODER_SCALE = 1e-3
 SIDE, CHANNELS = 28, (32, 64)  # the conv nets: 28 -> 14 -> 7 with two stride-2 layers
+
+
+def check_shapes(x_dim: int, activation: str, conv: bool) -> None:
+    """Refuse what the networks cannot be built for: an unknown activation, --conv on non-28×28 data."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+    if conv and x_dim != SIDE * SIDE:
+        raise ValueError(f"--conv needs {SIDE}x{SIDE} images, but x_dim is {x_dim}; drop --conv")
 
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
@@ -102,7 +110,7 @@ class Decoder(nn.Module):
                  activation: str = "relu", min_scale: float = 0.01, cond_dim: int = 0, conv: bool = False):
         super().__init__()
         self.likelihood, self.min_scale = likelihood, min_scale
-        params = LIKELIHOOD_PARAMS[likelihood]
+        params = LIKELIHOODS[likelihood].params
         self.head = ConvHead(params, activation) if conv else nn.Identity()
         out_dim = self.head.in_dim if conv else params * x_dim
         self.net = mlp([z_dim + cond_dim, *hidden, out_dim], activation)

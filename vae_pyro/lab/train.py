@@ -1,4 +1,5 @@
-"""fit(): train a VAE with one estimator, an epoch at a time, checkpointing after each.
+"""fit(): train any model that keeps the contract with one estimator, an epoch at a time,
+checkpointing after each.
 
 Every estimator trains through one multi-tensor ``torch.optim.Adam`` over the module's
 parameters (the fast path); with ``--loop svi`` Pyro's ELBOs train through the reference path,
@@ -17,15 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from vae_pyro import distributed, evaluate, faults
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
-from vae_pyro.experiment import EVAL_SEED, build_vae, load_data, make_estimator, resolve_device
-from vae_pyro.runs import Run
-from vae_pyro.trainers import make_trainer
+from vae_pyro.lab import distributed, evaluate, faults
+from vae_pyro.lab.experiment import EVAL_SEED, Data, build_model, labels, load_data, make_estimator, resolve_device
+from vae_pyro.lab.runs import Run
+from vae_pyro.lab.trainers import make_trainer
 
 
 class Diverged(VaeError):
@@ -94,15 +96,21 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 @dataclass
 class FitResult:
+    """What training made: the trained module, the data it saw, its history and the run folder."""
+
     run: Path
+    module: nn.Module
+    data: Data
     history: list[dict]  # one metrics.jsonl record per epoch
     final: dict[str, dict[str, float]]  # {"train" | "test": evaluate.metrics(...)}
+    config: Config
+    estimator_state: dict  # what the estimator keeps beside the module (score's baselines)
     leader: bool = True  # False on the ranks > 0 of a torchrun job, which write nothing
 
 
-def kl_weight(cfg: Config, epoch: int) -> float:
+def kl_weight(beta: float, warmup: int, epoch: int) -> float:
     """β_e = β · min(1, e / W) for epoch e = 0, 1, … and warm-up W epochs (W = 0: β throughout)."""
-    return cfg.beta * min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup else cfg.beta
+    return beta * min(1.0, epoch / warmup) if warmup else beta
 
 
 def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm,
@@ -140,9 +148,11 @@ def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, e
 
 def fit(
     cfg: Config, out: str | Path, resume: bool = False, force: bool = False, progress: bool = True,
-    label: str | None = None, position: int = 0,
+    label: str | None = None, position: int = 0, data: Data | None = None,
 ) -> FitResult:
-    """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``.
+    """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``. ``data``: the
+    data already loaded (``experiment.load_data``), or tensors given from Python; by default
+    ``cfg.dataset`` is loaded.
 
     Progress: a bar per epoch; with a ``label``, one bar for the whole run at line ``position``
     (how `compare` shows one bar per estimator). Started by torchrun with several processes, it
@@ -153,12 +163,13 @@ def fit(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     world = distributed.init(device)
-    data = load_data(cfg, device)
+    data = data if data is not None else load_data(cfg, device)
     if cfg.batch_size * world.size > len(data.train_x):
         ranks = f" x {world.size} processes" if world.size > 1 else ""
         raise VaeError(f"--batch-size {cfg.batch_size}{ranks} exceeds the {len(data.train_x)} training images; lower it")
-    vae = build_vae(cfg, data.train_x.shape[1], device)
-    estimator = make_estimator(cfg, data.train_x.shape[1])
+    vae = build_model(cfg, data, device)
+    estimator = make_estimator(cfg, vae, data.train_x, labels(vae, data.train_y))
+    beta = getattr(vae, "beta", None)  # the KL weight a warm-up rises to
     if world.size > 1:
         torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
         trainer = distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
@@ -203,16 +214,15 @@ def fit(
     steps = len(data.train_x) // (cfg.batch_size * world.size)
     run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
                    position=position, disable=not progress or label is None)
-    labels = (data.train_y, data.test_y) if vae.conditional else (None, None)
-    objective = "recon" if cfg.model == "ae" else "elbo"
+    train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
     with StopOnSignal() as stop:
         for epoch in range(len(history), cfg.epochs):
-            if cfg.model != "ae":
-                vae.beta = kl_weight(cfg, epoch)
+            if cfg.kl_warmup:
+                vae.beta = kl_weight(beta, cfg.kl_warmup, epoch)
             epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                              disable=not progress or label is not None)
             bar = epoch_bar if label is None else run_bar
-            state, finished = train_epoch(trainer, data.train_x, labels[0], cfg, epoch, bar, world, partial, stop)
+            state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
             partial = EpochState()
             if not finished:
                 epoch_bar.close()
@@ -221,16 +231,16 @@ def fit(
                 raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
                                   f"with: vae-pyro train --out {run.path} --resume", stop.signum)
             train_value = -state.total / state.seen
-            test = evaluate.metrics(vae, data.test_x, labels[1])
-            bar.set_postfix({f"train_{objective}": f"{train_value:.2f}", f"test_{objective}": f"{test[objective]:.2f}"})
+            test = evaluate.metrics(vae, data.test_x, test_y)
+            bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
             epoch_bar.close()
-            record = {"epoch": epoch + 1, f"train_{objective}": train_value, **{f"test_{k}": v for k, v in test.items()}}
-            if cfg.model != "ae":
+            record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
+            if beta is not None:
                 record["kl_weight"] = vae.beta
             history.append({**record, "seconds": state.seconds})
             checkpoint(EpochState())
     run_bar.close()
 
     train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
-    final = {"train": evaluate.metrics(vae, train_x, labels[0]), "test": evaluate.metrics(vae, data.test_x, labels[1])}
-    return FitResult(run.path, history, final, world.leader)
+    final = {"train": evaluate.metrics(vae, train_x, train_y), "test": evaluate.metrics(vae, data.test_x, test_y)}
+    return FitResult(run.path, vae, data, history, final, cfg, trainer.state_dict()["estimator"], world.leader)

@@ -57,15 +57,6 @@ def continuous_bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torc
     return bernoulli_log_prob(x, logits) + log_norm.sum(-1)
 
 
-def log_likelihood(name: str, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """log p_θ(x|z) per image for decoder output ``params``."""
-    if name.startswith("gaussian"):
-        return normal_log_prob(x, *params)
-    if name == "continuous-bernoulli":
-        return continuous_bernoulli_log_prob(x, *params)
-    return bernoulli_log_prob(x, *params)
-
-
 class ELBOTerms(NamedTuple):
     """Per-image terms, each of shape (batch,): elbo = recon − kl."""
 
@@ -88,7 +79,7 @@ def elbo_terms(
     elif eps.dim() == loc.dim():
         eps = eps.unsqueeze(0)
     z = reparameterise(loc, scale, eps)
-    recon = log_likelihood(vae.likelihood, x, vae.decode(z, y)).mean(0)
+    recon = vae.log_likelihood(x, vae.decode(z, y)).mean(0)
     kl = gaussian_kl(loc, scale) if vae.prior_net is None else gaussian_kl(loc, scale, *vae.prior(x, y))
     return ELBOTerms(recon - kl, recon, kl)
 
@@ -99,3 +90,13 @@ def loss(
     """The training loss: −Σ_i (recon_i − β KL_i), summed over the batch like Pyro's ELBOs."""
     terms = elbo_terms(vae, x, y, particles, eps)
     return -(terms.recon - vae.beta * terms.kl).sum()
+
+
+def log_weights(vae, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """log w_k = log p_θ(x | z_k) + log p(z_k) − log q_φ(z_k | x) with z_k = μ + σ ⊙ ε_k, for ``eps`` of
+    shape (K, batch, k); shape (K, batch). log (1/K) Σ_k w_k is the IWAE bound, and the importance-
+    sampled estimate of log p(x) (Burda et al. 2016, eq. 8)."""
+    loc, scale = vae.encode(x, y)
+    z = reparameterise(loc, scale, eps)
+    log_prior = normal_log_prob(z, *vae.prior(x, y))
+    return vae.log_likelihood(x, vae.decode(z, y)) + log_prior - normal_log_prob(z, loc, scale)

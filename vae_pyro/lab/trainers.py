@@ -6,6 +6,7 @@ import torch
 from pyro.infer import SVI
 
 from vae_pyro import estimators
+from vae_pyro.estimators import pyro_compat
 
 
 class SVITrainer:
@@ -28,10 +29,7 @@ class SVITrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
-        for param_state in state["optim"].values():
-            for group in param_state["param_groups"]:
-                group["lr"] = self.lr
-        self.optim.set_state(state["optim"])
+        self.optim.set_state(pyro_compat.set_optim_lr(state["optim"], self.lr))
         self.estimator.load_state_dict(state["estimator"])
 
 

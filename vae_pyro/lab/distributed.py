@@ -18,9 +18,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_pyro import estimators, hand
+from vae_pyro import estimators
 from vae_pyro.errors import VaeError
-from vae_pyro.trainers import load_optimizer
+from vae_pyro.lab.trainers import load_optimizer
+from vae_pyro.models import hand
 
 
 @dataclass(frozen=True)

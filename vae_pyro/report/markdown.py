@@ -3,12 +3,13 @@
 from dataclasses import fields
 from pathlib import Path
 
-import torch
+from torch import nn
 
-from vae_pyro import plots
 from vae_pyro.config import Config
-from vae_pyro.experiment import load_data, restore
-from vae_pyro.runs import Run, atomic_write
+from vae_pyro.lab import traces
+from vae_pyro.lab.experiment import Data, labels
+from vae_pyro.lab.runs import atomic_write
+from vae_pyro.report import figures as plots
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -18,14 +19,19 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def results_table(summary: dict) -> str:
-    """One row per estimator: test ELBO, IS log-likelihood, gradient variance (trained point), s/epoch."""
-    k = next(key for key in summary["estimators"][0] if key.startswith("test_is_log_likelihood_k"))
-    rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f}", f"{r[k]:.2f}", f"{r['test_kl']:.2f}",
-             str(r["active_units"]), f"{r.get('grad_var_encoder_trained', float('nan')):.3g}",
-             f"{r.get('grad_var_decoder_trained', float('nan')):.3g}", f"{r['seconds_per_epoch']:.2f}"]
+    """One row per estimator: test ELBO and IS log-likelihood (± se over test images), KL, active units,
+    cluster accuracy of discrete sites, gradient variance (trained point), s/epoch."""
+    first = summary["estimators"][0]
+    k = next(key for key in first if key.startswith("test_is_log_likelihood_k") and not key.endswith("_se"))
+    clusters = [key for key in first if key.startswith("test_cluster_accuracy_")]
+    rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}", f"{r[k]:.2f} ± {r[k + '_se']:.2f}",
+             f"{r['test_kl']:.2f}", str(r["active_units"]), *(f"{r[c]:.3f}" for c in clusters),
+             f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
+             f"{r.get('grad_var_model_trained', float('nan')):.3g}", f"{r['seconds_per_epoch']:.2f}"]
             for r in summary["estimators"]]
     header = ["estimator", "test ELBO", f"test log p(x), IS K={k.rsplit('k', 1)[1]}", "test KL", "active units",
-              "grad var φ (encoder)", "grad var θ (decoder)", "s/epoch"]
+              *(f"cluster accuracy q({c.rsplit('_', 1)[1]}|x)" for c in clusters),
+              "grad var φ (guide)", "grad var θ (model)", "s/epoch"]
     return markdown_table(header, rows)
 
 
@@ -81,14 +87,16 @@ The distribution of each estimator's loss value over repeated draws at the train
 
 def train_command(cfg: Config, out: Path) -> str:
     """The `vae-pyro train` command line that makes this configuration (options that differ from the defaults)."""
-    default = Config(model=cfg.model)
+    default = Config()
     parts = ["vae-pyro train"]
     for f in fields(Config):
         value = getattr(cfg, f.name)
         if value == getattr(default, f.name) or f.name == "data_dir":
             continue
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        if f.name == "model_options":
+            parts += [f"--model-option {k}={v}" for k, v in value.items()]
+        elif isinstance(value, bool):
             parts.append(flag)
         elif f.name == "hidden":
             parts.append(f"{flag} {','.join(map(str, value)) or 'none'}")
@@ -97,26 +105,26 @@ def train_command(cfg: Config, out: Path) -> str:
     return " ".join([*parts, "--out", str(out)])
 
 
-def write_run_report(run_dir: str | Path) -> Path:
-    """A run's figures (figures/*.png) and its report.md: final metrics, curves, pictures, the command."""
+def write_run_report(run_dir: str | Path, cfg: Config, module: nn.Module, data: Data, history: list[dict]) -> Path:
+    """A run's figures (figures/*.png) and its report.md: final metrics, curves, pictures, the command.
+    Pictures of data points need 28×28 images; the latent pictures need a continuous latent site."""
     run_dir = Path(run_dir)
-    cfg, model, _ = restore(run_dir, torch.device("cpu"))
-    data = load_data(cfg, torch.device("cpu"))
-    history = Run.open(run_dir).metrics()
-    y = data.test_y if model.conditional else None
+    y = labels(module, data.test_y)
     figures = run_dir / "figures"
-    made = {
-        "training curves": plots.run_curves(history, figures / "curves.png"),
-        "test images (top) and their reconstructions from z = μ(x) (bottom)":
-            plots.reconstructions(model, data.test_x, y, figures / "reconstructions.png"),
-        "samples from the prior" + (", one column per class" if model.conditional else ""):
-            plots.samples(model, figures / "samples.png"),
-        "latent space": plots.latent_space(model, data.test_x, data.test_y, figures / "latent.png"),
-        "latent traversals: row d sweeps coordinate d": plots.traversals(model, data.test_x, y, figures / "traversals.png"),
-    }
+    made = {"training curves": plots.run_curves(history, figures / "curves.png")}
+    if data.test_x.shape[1] == plots.SIDE * plots.SIDE:
+        made["test images (top) and their reconstructions with the latents at the guide's mean (bottom)"] = \
+            plots.reconstructions(module, data.test_x, y, figures / "reconstructions.png")
+        if traces.latent_sites(module, data.test_x[:1], None if y is None else y[:1]):
+            made["samples from the prior" + (", one column per class" if y is not None else "")] = \
+                plots.samples(module, data.test_x.shape[1], figures / "samples.png")
+        made["latent space"] = plots.latent_space(module, data.test_x, data.test_y, figures / "latent.png")
+        made["latent traversals: row d sweeps coordinate d"] = plots.traversals(module, data.test_x, y,
+                                                                               figures / "traversals.png")
     last = history[-1]
     rows = [[k, f"{v:.2f}"] for k, v in last.items() if k.startswith(("train_", "test_"))]
-    body = "\n\n".join(f"### {title}\n\n![{title}]({p.relative_to(run_dir).as_posix()})" for title, p in made.items())
+    body = "\n\n".join(f"### {title}\n\n![{title}]({p.relative_to(run_dir).as_posix()})"
+                        for title, p in made.items() if p is not None)
     text = f"""# {cfg.model} with `{cfg.estimator}` on {cfg.dataset}
 
 Made by `{train_command(cfg, run_dir)}`; figures by `vae-pyro report {run_dir}` (train writes them too).

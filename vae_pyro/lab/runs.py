@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from vae_pyro import faults
 from vae_pyro.config import RESUMABLE_CHANGES, Config
 from vae_pyro.errors import VaeError
+from vae_pyro.lab import faults
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.pt"
 CHECKPOINT_KEYS = {"epoch", "config", "x_dim", "module", "optimizer", "rng", "history"}

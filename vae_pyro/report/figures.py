@@ -6,7 +6,8 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from torch.distributions import ContinuousBernoulli, Normal
+from torch import nn
+from torch.distributions import Normal
 from torchvision.utils import make_grid, save_image
 
 matplotlib.use("Agg")
@@ -14,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from vae_pyro.runs import atomic_write  # noqa: E402
+from vae_pyro.lab import traces  # noqa: E402
+from vae_pyro.lab.runs import atomic_write  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 DPI = 100  # a figure of (w, h) inches is a PNG of (100 w, 100 h) pixels
@@ -111,81 +113,95 @@ def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
     return path
 
 
-def mean_image(model, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """E[x | z]: the picture a decoder output stands for."""
-    if model.likelihood.startswith("gaussian"):
-        return params[0]
-    if model.likelihood == "continuous-bernoulli":
-        return ContinuousBernoulli(logits=params[0]).mean
-    return torch.sigmoid(params[0])
+def image_site(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> tuple[str, dict] | None:
+    """The guide's first continuous latent site with one vector per image (the one nearest the data
+    in a model with layers), or None."""
+    for name, site in traces.latent_sites(module, x[:2], None if y is None else y[:2]).items():
+        if not site["fn"].support.is_discrete and len(site["fn"].event_shape) == 1:
+            return name, site
+    return None
 
 
-def prior_draws(model, n: int, label: int | None, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n latent draws from p(z) (the autoencoder: from N(0, I) too), or from p(z|y) for a CVAE."""
-    device = next(model.parameters()).device
-    eps = torch.randn(n, model.z_dim, generator=gen).to(device)
-    if not model.conditional:
-        return eps, None
-    y = torch.full((n,), label, device=device) if label is not None else torch.arange(n, device=device) % 10
-    loc, scale = model.prior(eps, y)
-    return loc + scale * eps, y
+def class_labels(module: nn.Module, n: int, label: int | None, classes: int, device: torch.device) -> torch.Tensor | None:
+    """Labels for a conditional model's samples: all ``label``, or 0, 1, …, classes − 1 repeated; None otherwise."""
+    if not getattr(module, "conditional", False):
+        return None
+    return torch.full((n,), label, device=device) if label is not None else torch.arange(n, device=device) % classes
 
 
 @torch.no_grad()
-def samples(model, path: Path, n: int = 64, label: int | None = None, seed: int = 0) -> Path:
-    """Decoded prior samples. A CVAE without ``label``: one column per class, 0-9 (n rounded up to tens)."""
-    if model.conditional and label is None:
-        n = 10 * -(-n // 10)
-    z, y = prior_draws(model, n, label, torch.Generator().manual_seed(seed))
-    return save_grid(mean_image(model, model.decode(z, y)), 10 if model.conditional and label is None else 8, path)
+def samples(module: nn.Module, x_dim: int, path: Path, n: int = 64, label: int | None = None, seed: int = 0,
+            classes: int = 10) -> Path:
+    """E[x | z] for z drawn from the model's prior (the observed site unconditioned). A conditional
+    model without ``label``: one column per class (n rounded up to a multiple of ``classes``)."""
+    device = next(module.parameters()).device
+    columns = classes if getattr(module, "conditional", False) and label is None else 8
+    n = columns * -(-n // columns) if columns == classes else n
+    y = class_labels(module, n, label, classes, device)
+    with traces.seeded_rng(seed, device):
+        images = traces.observed_mean(module, torch.zeros(n, x_dim, device=device), y, from_prior=True)
+    return save_grid(images, columns, path)
 
 
 @torch.no_grad()
-def reconstructions(model, x: torch.Tensor, y: torch.Tensor | None, path: Path, n: int = 16) -> Path:
-    """The first ``n`` test images (top row) above their reconstructions from z = μ(x) (bottom row)."""
+def reconstructions(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, n: int = 16) -> Path:
+    """The first ``n`` test images (top row) above E[x | z] with z at the guide's mean (bottom row)."""
     x, y = x[:n], y[:n] if y is not None else None
-    recon = mean_image(model, model.decode(model.encode(x, y)[0], y))
-    return save_grid(torch.cat([x, recon]), n, path)
+    return save_grid(torch.cat([x, traces.observed_mean(module, x, y)]), n, path)
 
 
 @torch.no_grad()
-def traversals(model, x: torch.Tensor, y: torch.Tensor | None, path: Path, dims: int = 10, steps: int = 9) -> Path:
-    """Row d: latent coordinate d swept over N(0, 1)'s 5%-95% quantiles, the others at μ(x) of one test image."""
-    dims = min(dims, model.z_dim)
-    code = model.encode(x[:1], y[:1] if y is not None else None)[0]
+def traversals(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, dims: int = 10,
+               steps: int = 9) -> Path | None:
+    """Row d: coordinate d of the latent site nearest the data swept over N(0, 1)'s 5%-95% quantiles, the
+    others at the guide's mean for one test image. None when the model has no such site."""
+    found = image_site(module, x, y)
+    if found is None:
+        return None
+    name, site = found
+    code = site["fn"].mean[:1]
+    dims = min(dims, code.shape[-1])
     values = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps)).to(code)
     z = code.repeat(dims * steps, 1)
     for d in range(dims):
         z[d * steps : (d + 1) * steps, d] = values
     cond = y[:1].expand(len(z)) if y is not None else None
-    return save_grid(mean_image(model, model.decode(z, cond)), steps, path)
+    with traces.seeded_rng(0, z.device):
+        images = traces.observed_mean(module, x[:1].expand(len(z), -1), cond, latents={name: z}, from_prior=True)
+    return save_grid(images, steps, path)
 
 
 @torch.no_grad()
-def latent_space(model, x: torch.Tensor, y: torch.Tensor, path: Path, grid: int = 15) -> Path:
-    """Posterior means μ(x) of test images coloured by label ``y``: the two latent coordinates when
-    z = 2 (with the decoded manifold on an inverse-CDF grid, as in Kingma & Welling 2013, fig. 4),
-    else the first two principal components."""
-    cond = y if model.conditional else None
-    codes = torch.cat([model.encode(x[i : i + 1000], cond[i : i + 1000] if cond is not None else None)[0]
-                       for i in range(0, len(x), 1000)]).float().cpu()
-    if model.z_dim == 2:
-        xy, axes_names = codes, ("z1", "z2")
+def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, grid: int = 15) -> Path | None:
+    """Guide means of test images coloured by label ``y`` for the latent site nearest the data: its two
+    coordinates when it is 2-dimensional (with the decoded manifold on an inverse-CDF grid, as in Kingma &
+    Welling 2013, fig. 4, for an unconditional model), else its first two principal components."""
+    cond = y if getattr(module, "conditional", False) else None
+    found = image_site(module, x, cond)
+    if found is None:
+        return None
+    name = found[0]
+    codes = torch.cat([traces.latent_sites(module, x[i : i + 1000], cond[i : i + 1000] if cond is not None else None)
+                       [name]["fn"].mean for i in range(0, len(x), 1000)]).float().cpu()
+    two = codes.shape[1] == 2
+    if two:
+        xy, axes_names = codes, (f"{name}1", f"{name}2")
     else:
         centred = codes - codes.mean(0)
         xy, axes_names = centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T, ("PC 1", "PC 2")
-    manifold = model.z_dim == 2 and not model.conditional
+    manifold = two and cond is None
     fig, axes = plt.subplots(1, 2 if manifold else 1, figsize=(12 if manifold else 6.5, 5.5), squeeze=False)
     df = pd.DataFrame({axes_names[0]: xy[:, 0].numpy(), axes_names[1]: xy[:, 1].numpy(), "label": y.cpu().numpy()})
     sns.scatterplot(df, x=axes_names[0], y=axes_names[1], hue="label", palette="tab10", s=12, ax=axes[0, 0])
-    axes[0, 0].set_title("posterior means of test images" + ("" if model.z_dim == 2 else f" (z = {model.z_dim}, PCA)"))
+    axes[0, 0].set_title(f"guide means of test images ({name}" + (")" if two else f", {codes.shape[1]} dims, PCA)"))
     if manifold:  # row i: z2 = q[grid - 1 - i] (high at the top); column j: z1 = q[j]
         q = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, grid))
-        z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
-        images = mean_image(model, model.decode(z.to(next(model.parameters()))))
+        z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(x)
+        with traces.seeded_rng(0, z.device):
+            images = traces.observed_mean(module, x[:1].expand(len(z), -1), None, latents={name: z}, from_prior=True)
         tiles = images.float().cpu().clamp(0, 1).reshape(-1, 1, SIDE, SIDE)
         axes[0, 1].imshow(make_grid(tiles, nrow=grid, padding=0)[0].numpy(), cmap="gray")
-        axes[0, 1].set_title("decoded manifold (inverse-CDF grid over z)")
+        axes[0, 1].set_title(f"decoded manifold (inverse-CDF grid over {name})")
         axes[0, 1].axis("off")
     return save(fig, path)
 

@@ -1,7 +1,8 @@
 """Gradient diagnostics: per-parameter variance and signal-to-noise ratio of each estimator.
 
 At fixed parameters and on a fixed batch, draw S gradient estimates g_1..g_S and report, for
-the encoder (φ) and decoder (θ) separately,
+the guide's parameters (φ) and the model's (θ) separately (found from the traces: the
+parameters each program registers),
 
     variance = mean_j Var[g_j]          SNR = mean_j |E g_j| / std g_j
 
@@ -10,17 +11,17 @@ the encoder (φ) and decoder (θ) separately,
 
 from dataclasses import asdict, dataclass
 
-import pyro
 import torch
 from tqdm.auto import tqdm
 
 from vae_pyro.estimators import Estimator
+from vae_pyro.lab import traces
 
 
 @dataclass
 class GradStats:
     estimator: str
-    group: str  # "encoder" | "decoder"
+    group: str  # "guide" (φ) | "model" (θ)
     variance: float
     snr: float
     draws: int
@@ -29,32 +30,32 @@ class GradStats:
         return asdict(self)
 
 
-def _flat_grads(module: torch.nn.Module) -> torch.Tensor:
+def _flat_grads(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
-                      for p in module.parameters()])
+                      for p in params])
 
 
 def gradient_stats(
     estimator: Estimator, vae, x: torch.Tensor, draws: int = 100, seed: int = 0, warmup: int = 0,
-    progress: bool = False, label: str | None = None,
+    progress: bool = False, label: str | None = None, y: torch.Tensor | None = None,
 ) -> list[GradStats]:
     """Variance and SNR of ``draws`` gradient estimates at the module's current parameters.
 
     ``warmup`` draws come first and are discarded (they let `score`'s decaying baseline settle).
-    Moments are accumulated in float64, so memory is two vectors per group whatever S is.
+    Moments are accumulated in float64, so memory is two vectors per group whatever S is. The param
+    store is left as it is: clear it before a new estimator, then load what that estimator keeps there.
     """
-    pyro.clear_param_store()
     torch.manual_seed(seed)
-    groups = {"encoder": vae.encoder, "decoder": vae.decoder}
-    size = {g: sum(p.numel() for p in m.parameters()) for g, m in groups.items()}
+    groups = {g: ps for g, ps in traces.parameter_groups(vae, x, y).items() if ps}
+    size = {g: sum(p.numel() for p in ps) for g, ps in groups.items()}
     sums = {g: torch.zeros(2, n, dtype=torch.float64, device=x.device) for g, n in size.items()}  # Σg, Σg²
     for i in tqdm(range(warmup + draws), desc=f"gradients {label or estimator.name}", disable=not progress, leave=False):
         vae.zero_grad(set_to_none=True)
-        estimator.backward(vae, x)
+        estimator.backward(vae, x, y)
         if i < warmup:
             continue
-        for g, module in groups.items():
-            grad = _flat_grads(module).double()
+        for g, params in groups.items():
+            grad = _flat_grads(params).double()
             sums[g] += torch.stack([grad, grad**2])
     vae.zero_grad(set_to_none=True)
     out = []
@@ -67,8 +68,8 @@ def gradient_stats(
     return out
 
 
-def loss_draws(estimator: Estimator, vae, x: torch.Tensor, draws: int = 500, seed: int = 0) -> torch.Tensor:
+def loss_draws(estimator: Estimator, vae, x: torch.Tensor, draws: int = 500, seed: int = 0,
+               y: torch.Tensor | None = None) -> torch.Tensor:
     """``draws`` values of the estimator's loss per image at fixed parameters (no gradients)."""
-    pyro.clear_param_store()
     torch.manual_seed(seed)
-    return torch.tensor([estimator.value(vae, x) / len(x) for _ in range(draws)], dtype=torch.float64)
+    return torch.tensor([estimator.value(vae, x, y) / len(x) for _ in range(draws)], dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""The estimator registry: a name -> an objective over (vae, batch).
+"""The estimator registry: a name -> an objective over (module, batch), for any model that keeps
+the contract (``vae_pyro.models.contract``).
 
 Every estimator works with the *negative* bound summed over the batch, as Pyro's ELBOs do,
 and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `score`, a loop).
@@ -12,8 +13,9 @@ and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `scor
 | `iwae`          | IWAE, K samples (Burda et al. 2016)                 | reparameterised |
 | `jit-trace`     | as `trace`, compiled by ``torch.jit.trace``                             |
 | `jit-meanfield` | as `meanfield`, compiled                                                |
+| `enum`          | ELBO, discrete guide sites enumerated exactly (``TraceEnum_ELBO``)      |
 
-and, for the deterministic autoencoder (``--model ae``) only, `reconstruction`: −log p_θ(x | f_φ(x)).
+`hand` is the model's own ``hand_loss`` (the VAE's is derived in ``vae_pyro/models/hand.py``).
 """
 
 import warnings
@@ -26,22 +28,10 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from vae_pyro import hand
 from vae_pyro.errors import VaeError
-from vae_pyro.nets import mlp
-
-
-class JitTraceMeanField_ELBO(infer.JitTraceMeanField_ELBO):
-    """Pyro 1.9.2's JitTraceMeanField_ELBO compiles its loss anew on every call: it checks for a
-    cached ``_loss_and_surrogate_loss`` but stores ``_differentiable_loss``, so each step re-traces
-    (4.5x slower than the hand-written loop, where JitTrace_ELBO is 1.2x). This reuses the first."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        compiled = getattr(self, "_differentiable_loss", None)
-        if compiled is None:
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        return compiled(*args, **kwargs, _pyro_model_id=id(model), _pyro_guide_id=id(guide))
-
+from vae_pyro.estimators import pyro_compat
+from vae_pyro.models.contract import is_latent
+from vae_pyro.models.nets import mlp
 
 PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "trace": infer.Trace_ELBO,
@@ -49,12 +39,11 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "score": infer.TraceGraph_ELBO,
     "iwae": lambda **kw: infer.RenyiELBO(alpha=0, **kw),
     "jit-trace": infer.JitTrace_ELBO,
-    "jit-meanfield": JitTraceMeanField_ELBO,
+    "jit-meanfield": pyro_compat.JitTraceMeanField_ELBO,
+    "enum": infer.TraceEnum_ELBO,
 }
-ELBO_NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield")  # for a VAE / CVAE
-NAMES = (*ELBO_NAMES, "reconstruction")
+NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum")
 BASELINES = ("none", "decaying", "neural")
-BASELINE_AVG = "__baseline_avg"  # TraceGraph_ELBO's param-store prefix for decaying-average baselines
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
 # deprecated; neither concerns a user of the jit-* estimators.
@@ -80,19 +69,10 @@ class ScoreFunction(Messenger):
             msg["infer"]["baseline"] = self.baseline
 
 
-def reconstruction_loss(ae, x: torch.Tensor, y: torch.Tensor | None = None, particles: int = 1) -> torch.Tensor:
-    """The autoencoder's loss: −Σ_i log p_θ(x_i | f_φ(x_i)), deterministic (``particles`` unused)."""
-    code, _ = ae.encode(x, y)
-    return -hand.log_likelihood(ae.likelihood, x, ae.decode(code, y)).sum()
-
-
-TORCH_LOSSES = {"hand": hand.loss, "reconstruction": reconstruction_loss}
-
-
 @dataclass
 class Estimator:
-    """One named objective. ``elbo`` is the Pyro ELBO object, or None for a plain-PyTorch loss
-    (``TORCH_LOSSES``: the hand-derived ELBO, or the autoencoder's reconstruction).
+    """One named objective. ``elbo`` is the Pyro ELBO object, or None for the model's plain-PyTorch
+    ``hand_loss``.
 
     ``baseline`` / ``baseline_net`` belong to `score`: the control variate it subtracts, and for
     ``neural`` the network b(x) trained alongside (Mnih & Gregor 2014).
@@ -118,6 +98,8 @@ class Estimator:
         return self._bound[1], self._bound[2]
 
     def guide(self, vae) -> Callable:
+        if self.name == "enum":
+            return infer.config_enumerate(vae.guide, default="parallel")
         if self.name != "score":
             return vae.guide
 
@@ -137,7 +119,7 @@ class Estimator:
     def loss(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """−(bound) summed over the batch, differentiable (plain-PyTorch losses and the ELBOs that offer it)."""
         if self.elbo is None:
-            return TORCH_LOSSES[self.name](vae, x, y, self.particles)
+            return vae.hand_loss(x, y, particles=self.particles)
         return self.elbo.differentiable_loss(*self.pyro_fns(vae), *batch(x, y))
 
     def value(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -150,17 +132,15 @@ class Estimator:
     def state_dict(self) -> dict:
         """What `score` keeps beside the module: the neural baseline's weights and the
         decaying-average baselines (TraceGraph_ELBO keeps those in the param store)."""
-        store = pyro.get_param_store()
         return {
             "baseline_net": self.baseline_net.state_dict() if self.baseline_net is not None else {},
-            "baseline_avg": {k: store[k].detach().clone() for k in store.keys() if k.startswith(BASELINE_AVG)},
+            "baseline_avg": pyro_compat.decaying_baselines(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         if self.baseline_net is not None:
             self.baseline_net.load_state_dict(state["baseline_net"])
-        for name, value in state["baseline_avg"].items():
-            pyro.get_param_store()[name] = value
+        pyro_compat.load_decaying_baselines(state["baseline_avg"])
 
     def backward(self, vae, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         """Accumulate one draw of this estimator's gradient into ``.grad``; return the loss."""
@@ -176,38 +156,58 @@ def batch(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     return (x,) if y is None else (x, y)
 
 
-def check_options(name: str, particles: int, baseline: str, model: str = "vae") -> None:
+def check_options(name: str, particles: int, baseline: str) -> None:
     """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
-    if (model == "ae") != (name == "reconstruction"):
-        raise VaeError("the autoencoder (--model ae) trains on --estimator reconstruction only, and only it does; "
-                       f"got --model {model} --estimator {name}")
     if baseline not in BASELINES:
         raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if name == "iwae" and particles != 1:
         raise VaeError("--particles does not apply to iwae, whose samples per image are K; use --iwae-k")
-    if name == "reconstruction" and particles != 1:
-        raise VaeError("--particles does not apply to the autoencoder, which samples nothing; drop it")
     if baseline != "none" and name != "score":
         raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
     if baseline == "neural" and particles != 1:
         raise VaeError("--baseline neural predicts one value per image, so it needs --particles 1")
 
 
-def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5, x_dim: int = 784) -> Estimator:
-    """Build estimator ``name`` (one of ``NAMES``) with L = ``particles`` samples per image.
+def check_model(name: str, module, guide_trace, model_trace) -> None:
+    """Refuse an estimator that cannot apply to this model, saying why (from one guide trace and the
+    model trace replayed on it)."""
+    model = type(module).__name__
+    latent = {n: s for n, s in guide_trace.nodes.items() if is_latent(s)}
+    discrete = [n for n, s in latent.items() if not s["fn"].has_rsample]
+    if name == "hand" and not callable(getattr(module, "hand_loss", None)):
+        raise VaeError(f"the hand estimator needs the model's own hand_loss(x, y=None, particles=1, eps=None), "
+                       f"and {model} has none; choose a Pyro estimator such as meanfield")
+    if name in ("meanfield", "jit-meanfield", "iwae") and discrete:
+        raise VaeError(f"{name} needs a reparameterised sample at every latent site, and {model}'s "
+                       f"{', '.join(discrete)} has none (it would get no gradient through it); use trace, score or enum")
+    if name in ("meanfield", "jit-meanfield"):
+        model_order = [n for n, s in model_trace.nodes.items() if n in latent]
+        if model_order != list(latent):
+            raise VaeError(f"{name}'s analytic KL needs a guide that samples the latent sites in the model's order "
+                           f"(the guide samples {', '.join(latent)}, the model {', '.join(model_order)}), or it is "
+                           "biased; use trace")
+    if name == "enum" and not discrete:
+        raise VaeError(f"enum sums out discrete latent sites exactly, and {model} has none; use trace")
+    if name.startswith("jit-") and discrete:
+        raise VaeError(f"{name} compiles one trace and gives {', '.join(discrete)} no score-function term; "
+                       "use trace or score")
 
-    `iwae` draws K = ``iwae_k`` samples per image instead; `score` uses ``baseline``.
-    """
-    check_options(name, particles, baseline, "ae" if name == "reconstruction" else "vae")
-    if name in TORCH_LOSSES:
+
+def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5, x_dim: int = 784,
+         max_plate_nesting: int = 1) -> Estimator:
+    """Build estimator ``name`` (one of ``NAMES``, options as ``check_options`` accepts) with L =
+    ``particles`` samples per image. `iwae` draws K = ``iwae_k`` samples per image instead; `score`
+    uses ``baseline``. ``max_plate_nesting``: the model's (``lab.traces.plate_nesting``); given, so
+    Pyro never guesses it by running the model, which would draw from the training RNG stream."""
+    if name == "hand":
         return Estimator(name, particles, None)
     samples = iwae_k if name == "iwae" else particles
     # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution
     # with has_rsample=False across the particle plate (it tries to set a read-only property).
     vectorize = name != "score"
-    elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=1)
+    elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting)
     net = None
     if baseline == "neural":
         net = nn.Sequential(mlp([x_dim, 100, 1], "relu"), nn.Flatten(0))

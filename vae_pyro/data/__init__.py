@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae_pyro.data.idx import read_idx
 from vae_pyro.errors import VaeError
-from vae_pyro.idx import read_idx
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 MNIST5K_SHA256 = {
     "mnist5k-images-idx3-ubyte.gz": "c6b100a5a2c03680cfe2ea9a6cb50df61c85444712901c9827140677184ff468",
     "mnist5k-labels-idx1-ubyte.gz": "86843f81a1849db34cf2a8117f2c27d94bdb2638b0633e53343f198187730267",
@@ -29,6 +29,7 @@ IDX_FILES = {
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 DATASETS = ("mnist5k", "mnist", "fashion-mnist", "synthetic-linear")
+GIVEN = "tensors"  # the data set name of a run trained on tensors given from Python
 BINARISATIONS = ("dynamic", "static", "none")
 
 
@@ -66,9 +67,12 @@ def load(name: str, data_dir: str | Path | None = None) -> Dataset:
     if name in TORCHVISION_FOLDER:
         return _idx_dataset(name, Path(data_dir) if data_dir else default_data_dir())
     if name == "synthetic-linear":
-        from vae_pyro.linear import synthetic_linear
+        from vae_pyro.data.linear import synthetic_linear
 
         return synthetic_linear()
+    if name == GIVEN:
+        raise VaeError(f"--dataset {GIVEN} stands for tensors given from Python (vae_pyro.fit(..., data=...)); "
+                       f"choose one of {', '.join(DATASETS)}")
     raise VaeError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
@@ -138,14 +142,15 @@ def _idx_dataset(name: str, root: Path) -> Dataset:
     return Dataset(name, *arrays["train"], *arrays["test"])
 
 
-def check_pixels(x: torch.Tensor, likelihood: str, source: str) -> None:
-    """Refuse data a likelihood cannot score: NaN/Inf anywhere, values outside [0, 1] for Bernoulli."""
+def check_pixels(x: torch.Tensor, likelihood: str | None, source: str) -> None:
+    """Refuse data a likelihood cannot score: NaN/Inf anywhere, values outside [0, 1] for Bernoulli
+    and for binarisation."""
     if not torch.isfinite(x).all():
         raise VaeError(f"{source}: data contain NaN or Inf values; clean the data set")
     if likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
         raise VaeError(
-            f"{source}: values in [{x.min():.3g}, {x.max():.3g}] but the Bernoulli likelihood needs [0, 1]; "
-            f"rescale the data or use --likelihood gaussian"
+            f"{source}: values in [{x.min():.3g}, {x.max():.3g}] but binarisation and the Bernoulli likelihood need "
+            f"[0, 1]; rescale the data, or use --binarize none with a model for real values (--likelihood gaussian)"
         )
 
 

@@ -1,0 +1,138 @@
+"""The Python API: the lab's commands as functions over objects, for any model that keeps the contract.
+
+    import vae_pyro as vp
+    data = vp.load_data("mnist5k")                   # or vp.Dataset("mine", train_x, train_y, test_x, test_y)
+    result = vp.fit(MyVAE, data, estimator="meanfield", epochs=10, out="runs/mine", z_dim=8)
+    comparison = vp.compare(MyVAE, data, estimators=["trace", "meanfield", "iwae"], epochs=10, out="runs/c")
+    comparison.table                                 # a pandas DataFrame, one row per estimator
+    vp.log_likelihood(result.module, x, k=1000)      # IS log p(x) per image
+    vp.gradient_stats(result.module, x, ["trace", "meanfield"])   # variance and SNR of φ's and θ's gradients
+
+``model`` is a class (an ``nn.Module`` keeping the contract, ``vae_pyro.models.contract``) or a
+name: ``vae``, ``cvae``, ``ae``, ``path/to/file.py:Class``, ``package.module:Class``. Keyword
+options that are ``Config`` fields (``z_dim``, ``lr``, ``seed``, …) set those; any other goes to the
+model's constructor (what ``--model-option`` does on the command line).
+"""
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from time import strftime
+from typing import Any
+
+import pandas as pd
+import pyro
+import torch
+from torch import nn
+
+from vae_pyro import data as datasets
+from vae_pyro import estimators as registry
+from vae_pyro.config import Config
+from vae_pyro.lab import checks, diagnostics, traces
+from vae_pyro.lab import evaluate as evaluation
+from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, config_for
+from vae_pyro.lab.compare import compare as compare_runs
+from vae_pyro.lab.experiment import Data, resolve_device
+from vae_pyro.lab.experiment import load_data as prepare
+from vae_pyro.lab.train import FitResult
+from vae_pyro.lab.train import fit as fit_run
+from vae_pyro.models import contract
+
+Dataset = datasets.Dataset
+FIELDS = {f.name for f in fields(Config)}
+
+
+def load_data(name: str = "mnist5k", data_dir: str | None = None) -> datasets.Dataset:
+    """A data set by name (``mnist5k``, ``mnist``, ``fashion-mnist``, ``synthetic-linear``), pixels in [0, 1]."""
+    return datasets.load(name, data_dir)
+
+
+def config(model: type | str = "vae", dataset: datasets.Dataset | str | None = None, **options: Any) -> Config:
+    """The Config of a run: Config fields from ``options``, every other option to the model's constructor."""
+    spec = model if isinstance(model, str) else contract.spec_of(model)
+    model_options = {k: v for k, v in options.items() if k not in FIELDS}
+    cfg = {k: v for k, v in options.items() if k in FIELDS}
+    if isinstance(dataset, str):
+        cfg["dataset"] = dataset
+    elif dataset is not None:
+        cfg["dataset"] = dataset.name if dataset.name in datasets.DATASETS else datasets.GIVEN
+    return Config(model=spec, model_options={**cfg.pop("model_options", {}), **model_options}, **cfg)
+
+
+def _prepared(cfg: Config, dataset: datasets.Dataset | Data | str | None) -> Data:
+    if isinstance(dataset, Data):
+        return dataset
+    return prepare(cfg, resolve_device(cfg.device), dataset if isinstance(dataset, datasets.Dataset) else None)
+
+
+def _out(out: str | Path | None, what: str) -> Path:
+    return Path(out) if out is not None else Path("runs") / f"{strftime('%Y%m%d-%H%M%S')}-{what}"
+
+
+def fit(model: type | str = "vae", data: datasets.Dataset | str | None = None, out: str | Path | None = None,
+        resume: bool = False, force: bool = False, progress: bool = True, **options: Any) -> FitResult:
+    """Train ``model`` on ``data`` into run folder ``out``; return the trained module, data and history."""
+    cfg = config(model, data, **options)
+    return fit_run(cfg, _out(out, cfg.estimator), resume, force, progress, data=_prepared(cfg, data))
+
+
+@dataclass
+class Comparison:
+    """What ``compare`` made: one row per estimator, the gradient statistics, the raw summary, the folder."""
+
+    table: pd.DataFrame
+    gradients: pd.DataFrame
+    summary: dict
+    out: Path
+
+
+def compare(model: type | str = "vae", data: datasets.Dataset | str | None = None,
+            estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
+            grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
+            progress: bool = True, **options: Any) -> Comparison:
+    """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed.
+    The files are those of ``vae-pyro compare`` (under ``out``)."""
+    cfg = config(model, data, **options)
+    given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
+    out = _out(out, "compare")
+    summary = compare_runs(given, list(estimators), out, jobs, resume, force, k, grad_draws, loss_draws, progress,
+                           command="vae_pyro.compare(...)",
+                           dataset=data if isinstance(data, datasets.Dataset) else None)
+    return Comparison(pd.DataFrame(summary["estimators"]), pd.DataFrame(summary["gradients"]), summary, out)
+
+
+def _test(module: nn.Module, data: Data | datasets.Dataset) -> Data:
+    return data if isinstance(data, Data) else prepare(Config(), next(module.parameters()).device, data)
+
+
+def evaluate(module: nn.Module, data: Data | datasets.Dataset, k: int = 1000, samples: int = 10) -> dict:
+    """Test ELBO ± se (``samples`` draws per image), IS log-likelihood ± se, KL, reconstruction, active units.
+    ``data``: ``FitResult.data`` (binarised as in training), or a Dataset (binarised once, with a fixed seed)."""
+    return evaluation.evaluate(module, _test(module, data), k, samples)
+
+
+def log_likelihood(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1000,
+                   seed: int = 0) -> torch.Tensor:
+    """log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x) per image, for any model and guide of the contract."""
+    return evaluation.is_log_likelihood(module, x, y, k, seed)
+
+
+def gradient_stats(module: nn.Module, x: torch.Tensor, estimators: list[str], y: torch.Tensor | None = None,
+                   draws: int = 100, seed: int = 0, **options: Any) -> pd.DataFrame:
+    """Per-parameter gradient variance and SNR of each estimator, for the guide's (φ) and the model's (θ)
+    parameters, at the module's current weights on batch (x, y). ``options``: estimator options
+    (``particles``, ``iwae_k``, ``baseline``)."""
+    nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
+    rows = []
+    for name in estimators:
+        cfg = config_for(options, name)
+        pyro.clear_param_store()
+        estimator = registry.make(name, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting)
+        rows += [s.to_dict() for s in diagnostics.gradient_stats(estimator, module, x, draws, seed, y=y)]
+    return pd.DataFrame(rows)
+
+
+def check(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, draws: int = 2000,
+          seed: int = 0) -> pd.DataFrame:
+    """``vae-pyro check`` on a module and batch: hand vs meanfield on the same ε (with a hand_loss), trace vs
+    meanfield in expectation, the closed-form KL. One row per check, with ``passed``."""
+    return pd.DataFrame([vars(c) for c in checks.checks(module, x, y, draws, seed)])

@@ -1,0 +1,281 @@
+"""`vae-pyro compare`: every estimator from the same initial weights, data order and seed, on any
+model that keeps the contract.
+
+Each estimator trains in its own run folder under the compare folder (one after another, or
+``jobs`` at a time in separate processes); then each is evaluated (IS log-likelihood, active
+units), the gradient diagnostics run for all estimators at two shared parameter points (the
+initial weights, and the weights the reference estimator reached), and the summary, figures
+and report are written. The data are loaded once; the trained modules are passed on as objects
+(read back from their run folders only when other processes trained them).
+"""
+
+import csv
+import io
+import json
+import os
+import platform
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyro
+import torch
+from torch import nn
+
+from vae_pyro import data as datasets
+from vae_pyro import estimators
+from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
+from vae_pyro.estimators import NAMES
+from vae_pyro.lab import diagnostics, distributed, traces
+from vae_pyro.lab.evaluate import evaluate
+from vae_pyro.lab.experiment import (
+    EVAL_SEED,
+    Data,
+    build_model,
+    labels,
+    load_data,
+    make_estimator,
+    resolve_device,
+    restore_run,
+)
+from vae_pyro.lab.runs import CHECKPOINT, atomic_write, write_json
+from vae_pyro.lab.train import Interrupted, fit
+from vae_pyro.lab.trainers import make_trainer
+from vae_pyro.models import VAE
+from vae_pyro.report import figures as plots
+from vae_pyro.report.markdown import write_report, write_run_report
+
+SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
+MANIFEST = "compare.json"
+GRAD_BATCH = 2  # stream key of the fixed batch for gradient diagnostics
+DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
+
+
+def config_for(options: dict, name: str) -> Config:
+    """The run of estimator ``name``: the shared options, minus those it cannot take."""
+    opts = {**options, "estimator": name}
+    if name != "score":
+        opts.pop("baseline", None)
+    if name == "iwae":
+        opts.pop("particles", None)
+    return Config(**opts)
+
+
+def warm_up() -> None:
+    """One tiny training step, so the process's one-off start-up costs (lazy imports, allocator,
+    kernel selection) are not billed to whichever estimator happens to train first."""
+    vae = VAE(x_dim=784, z_dim=2, hidden=(8,))
+    make_trainer(estimators.make("meanfield"), vae, 1e-3).step(torch.zeros(4, 784))
+    pyro.clear_param_store()
+
+
+def _train(cfg: dict, run_dir: str, mode: str, position: int, threads: int | None, progress: bool,
+           data: Data | None = None):
+    """One estimator's run (in this process, or in a pool's: then ``data`` is None and it loads its own)."""
+    if threads:
+        torch.set_num_threads(threads)
+    warm_up()
+    label = f"{cfg['estimator']:>13}"
+    result = fit(Config.from_dict(cfg), run_dir, resume=mode == "resume", force=mode == "force",
+                 progress=progress, label=label, position=position, data=data)
+    return result if data is not None else None
+
+
+def _mode(run_dir: Path, resume: bool, force: bool) -> str:
+    if resume and (run_dir / CHECKPOINT).is_file():
+        return "resume"
+    return "force" if force or resume else "new"
+
+
+def train_all(configs: dict[str, Config], out: Path, data: Data, jobs: int, resume: bool, force: bool,
+              progress: bool) -> dict[str, tuple[nn.Module, list[dict], dict]]:
+    """Train every configuration; return name -> (trained module, history, estimator state)."""
+    args = [(c.to_dict(), str(out / n), _mode(out / n, resume, force), i) for i, (n, c) in enumerate(configs.items())]
+    if jobs == 1:
+        results = {n: _train(*a, None, progress, data) for n, a in zip(configs, args)}
+        return {n: (r.module, r.history, r.estimator_state) for n, r in results.items()}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        for future in [pool.submit(_train, *a, threads, progress) for a in args]:
+            future.result()
+    runs = {n: restore_run(out / n, data.train_x.device) for n in configs}
+    return {n: (r.module, r.history, r.checkpoint["optimizer"]["estimator"]) for n, r in runs.items()}
+
+
+def fixed_batch(data: Data, size: int, conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch every gradient and loss diagnostic uses: ``size`` random training images, binarised, fixed
+    (and their labels, for a conditional model)."""
+    gen = datasets.seeded(EVAL_SEED, GRAD_BATCH, device=data.train_x.device)
+    idx = torch.randperm(len(data.train_x), generator=gen, device=data.train_x.device)[:size]
+    return datasets.binarise(data.train_x[idx], gen), data.train_y[idx] if conditional else None
+
+
+def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
+    """(label, config) of each estimator's gradient diagnostics; `iwae` once per K in SNR_KS and its own."""
+    specs = []
+    for name in names:
+        if name == "iwae":
+            ks = sorted({*SNR_KS, config_for(options, "iwae").iwae_k})
+            specs += [(f"iwae-{k}", config_for({**options, "iwae_k": k}, "iwae")) for k in ks]
+        else:
+            specs.append((name, config_for(options, name)))
+    return specs
+
+
+def gradient_rows(specs: list[tuple[str, Config]], module: nn.Module, data: Data, x: torch.Tensor,
+                  y: torch.Tensor | None, point: str, draws: int, progress: bool,
+                  score_state: dict | None = None) -> list[dict]:
+    """Gradient statistics of every estimator at the module's current parameters, on batch (x, y).
+
+    ``score_state``: the baselines `score` learned in its own run, used in place of fresh ones.
+    """
+    rows = []
+    for label, cfg in specs:
+        estimator = make_estimator(cfg, module, data.train_x, labels(module, data.train_y))
+        pyro.clear_param_store()
+        if score_state is not None and cfg.estimator == "score":
+            estimator.load_state_dict(score_state)
+        warmup = 20 if cfg.baseline == "decaying" else 0
+        for s in diagnostics.gradient_stats(estimator, module, x, draws, warmup=warmup, progress=progress,
+                                            label=label, y=y):
+            rows.append({**s.to_dict(), "point": point})
+    return rows
+
+
+def check_estimators(names: list[str], configs: dict[str, Config], data: Data, device: torch.device) -> None:
+    """Refuse, before anything is written, an estimator the model cannot use, or a model with nothing to compare."""
+    for name in names:
+        module = build_model(configs[name], data, device)
+    x, y = data.train_x[:1], labels(module, data.train_y[:1])
+    if not traces.latent_sites(module, x, y):
+        raise VaeError(f"compare compares ELBO estimators, and {configs[names[0]].model} has no latent site, so "
+                       "every estimator's loss is the same; train it with vae-pyro train")
+
+
+def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, resume: bool = False, force: bool = False,
+            k: int = 1000, grad_draws: int = 100, loss_draws: int = 500, progress: bool = True,
+            command: str = "vae-pyro compare", dataset: datasets.Dataset | None = None) -> dict:
+    """Train, evaluate and diagnose every estimator in ``names`` on the model ``options["model"]``;
+    write summary, figures and report; return the summary. ``dataset``: tensors given from Python."""
+    out = Path(out)
+    if not names or len(set(names)) != len(names) or any(n not in NAMES for n in names):
+        raise VaeError(f"--estimators must name distinct estimators from {', '.join(NAMES)}; "
+                       f"got {','.join(names) or 'none'}")
+    configs = {n: config_for(options, n) for n in names}
+    if jobs < 1:
+        raise VaeError(f"--jobs must be a positive integer, got {jobs}")
+    if jobs > 1 and distributed.launched():
+        raise VaeError("--jobs trains estimators side by side in one machine's processes; under torchrun use --jobs 1")
+    base = configs[names[0]]
+    if jobs > 1 and (dataset is not None or base.model.startswith("__main__:")):
+        raise VaeError("--jobs trains in fresh processes, which can load neither tensors given from Python nor a "
+                       "class defined in __main__; use jobs=1, or put the class in a file (path/to/file.py:Class)")
+    device = resolve_device(base.device)
+    world = distributed.init(device)
+    data = load_data(base, device, dataset)  # fails early on bad data, before anything is written
+    check_estimators(names, configs, data, device)
+
+    def prepare() -> None:
+        if (out / MANIFEST).exists() and not (resume or force):
+            raise VaeError(f"{out} already holds a comparison; pass --resume to finish it, --force to redo it, "
+                           "or another --out")
+        if resume and (out / MANIFEST).exists():
+            saved = json.loads((out / MANIFEST).read_text())
+            if saved["estimators"] != names:
+                raise VaeError(f"cannot resume {out}: it compares {','.join(saved['estimators'])}, asked {','.join(names)}")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / MANIFEST, {"estimators": names, "options": options, "command": command})
+
+    distributed.from_leader(prepare, world)
+    try:
+        trained = train_all(configs, out, data, jobs, resume, force, progress)
+    except Interrupted as e:
+        raise Interrupted(f"{e} -- for the whole comparison: vae-pyro compare --out {out} --resume", e.signum) from None
+    if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
+        return {}
+    modules = {n: t[0] for n, t in trained.items()}
+    histories = {n: t[1] for n, t in trained.items()}
+    evaluations = {n: _evaluation(out / n, modules[n], data, len(histories[n]), k, progress) for n in names}
+    for n in names:
+        write_run_report(out / n, configs[n], modules[n], data, histories[n])
+
+    reference = "meanfield" if "meanfield" in names else names[0]
+    x, y = fixed_batch(data, base.batch_size, getattr(modules[reference], "conditional", False))
+    specs = gradient_specs(names, options)
+    grads = gradient_rows(specs, build_model(base, data, device), data, x, y, "initialisation", grad_draws, progress)
+    grads += gradient_rows(specs, modules[reference], data, x, y, f"{reference}'s trained weights", grad_draws,
+                           progress, trained["score"][2] if "score" in names else None)
+    losses = _loss_draws(configs, modules[reference], data, x, y, loss_draws)
+
+    summary = _summary(names, configs, histories, evaluations, grads, losses, k)
+    summary.update({"reference": reference, "command": command, "machine": machine(), "model": base.model})
+    write_json(out / "summary.json", summary)
+    _write_csv(out / "summary.csv", summary["estimators"])
+    figures = {
+        "curves": plots.curves(histories, out / "figures" / "curves.png"),
+        "gradients": plots.gradients(grads, out / "figures" / "gradients.png"),
+        "loss_values": plots.loss_values({n: v["draws"] for n, v in losses.items()}, out / "figures" / "loss_values.png"),
+    }
+    write_report(out, summary, figures)
+    return summary
+
+
+def _evaluation(run_dir: Path, module: nn.Module, data: Data, epochs: int, k: int, progress: bool) -> dict:
+    """The run's evaluation.json if it is of this K and the final epoch, else a fresh evaluation (written there)."""
+    path = run_dir / "evaluation.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("epochs") == epochs and f"test_is_log_likelihood_k{k}" in saved:
+            return saved
+    result = {"epochs": epochs, **evaluate(module, data, k, progress=progress)}
+    write_json(path, result)
+    return result
+
+
+def _loss_draws(configs: dict[str, Config], module: nn.Module, data: Data, x: torch.Tensor, y: torch.Tensor | None,
+                draws: int) -> dict[str, dict]:
+    out = {}
+    for name, cfg in configs.items():
+        pyro.clear_param_store()
+        values = diagnostics.loss_draws(make_estimator(cfg, module, data.train_x, labels(module, data.train_y)), module, x, draws, y=y)
+        out[name] = {"mean": values.mean().item(), "std": values.std().item(), "draws": values.tolist()}
+    return out
+def _summary(names, configs, histories, evaluations, grads, losses, k) -> dict:
+    rows = []
+    for name in names:
+        history, ev = histories[name], evaluations[name]
+        seconds = sorted(r["seconds"] for r in history)
+        row = {
+            "estimator": name,
+            "epochs": len(history),
+            **{key: ev[key] for key in ("test_elbo", "test_elbo_se", f"test_is_log_likelihood_k{k}",
+                                        f"test_is_log_likelihood_k{k}_se", "test_kl", "active_units")},
+            **{key: v for key, v in ev.items() if key.startswith("test_cluster_accuracy")},
+            "seconds_per_epoch": seconds[len(seconds) // 2],
+            "loss_std_per_image": losses[name]["std"],
+        }
+        label = f"iwae-{configs[name].iwae_k}" if name == "iwae" else name
+        for g in grads:
+            if g["estimator"] == label:
+                point = "init" if g["point"] == "initialisation" else "trained"
+                row[f"grad_var_{g['group']}_{point}"] = g["variance"]
+                row[f"grad_snr_{g['group']}_{point}"] = g["snr"]
+        rows.append(row)
+    return {"estimators": rows, "gradients": grads,
+            "loss_values": {n: {"mean": v["mean"], "std": v["std"]} for n, v in losses.items()},
+            "config": {n: c.to_dict() for n, c in configs.items()}}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue().encode())
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), pyro-ppl {pyro.__version__}, Python {platform.python_version()}")

@@ -1,0 +1,127 @@
+"""Evaluation of any model that keeps the contract, from traces: the test ELBO with its reconstruction
+/ KL split (S draws per image, with its standard error), the importance-sampled log p(x), the
+reconstruction at the guide's mean, active units of every continuous latent site."""
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vae_pyro.lab import traces
+from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
+from vae_pyro.lab.runs import write_json
+
+LABELS = torch.Tensor | None
+
+
+def _chunks(x: torch.Tensor, y: LABELS, size: int):
+    return zip(x.split(size), y.split(size) if y is not None else [None] * math.ceil(len(x) / size))
+
+
+@torch.no_grad()
+def elbo_terms(module: nn.Module, x: torch.Tensor, y: LABELS = None, samples: int = 1, seed: int = EVAL_SEED,
+               batch: int = 1000) -> traces.LogWeights:
+    """Per image, the mean over ``samples`` draws of the reconstruction and KL terms: each (N,)."""
+    nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
+    recon, kl = [], []
+    with traces.seeded_rng(seed, x.device):
+        for xb, yb in _chunks(x, y, max(1, batch // samples)):
+            terms = traces.log_weights(module, xb, yb, samples, nesting)
+            recon.append(terms.recon.double().mean(0))
+            kl.append(terms.kl.double().mean(0))
+    return traces.LogWeights(torch.cat(recon), torch.cat(kl))
+
+
+def metrics(module: nn.Module, x: torch.Tensor, y: LABELS = None, samples: int = 1, seed: int = EVAL_SEED
+            ) -> dict[str, float]:
+    """Per-image means (nats): ELBO = recon − KL, each estimated with ``samples`` draws per image,
+    and the standard error of the ELBO across images."""
+    terms = elbo_terms(module, x, y, samples, seed)
+    elbo = terms.log_w
+    return {"elbo": elbo.mean().item(), "recon": terms.recon.mean().item(), "kl": terms.kl.mean().item(),
+            "elbo_se": (elbo.std() / math.sqrt(len(elbo))).item()}
+
+
+@torch.no_grad()
+def is_log_likelihood(module: nn.Module, x: torch.Tensor, y: LABELS = None, k: int = 1000, seed: int = EVAL_SEED,
+                      batch: int = 100, rows: int = 32768, progress: bool = False) -> torch.Tensor:
+    """log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k | x), z_k ~ q, per image (Burda et al. 2016, eq. 8).
+
+    A lower bound in expectation that tightens as K grows; K = 1 is the ELBO. For a conditional
+    model it is log p(x | y). Draws are vectorised by a particle plate, about ``rows`` (draws ×
+    images) at a time, so memory stays bounded for any K.
+    """
+    nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
+    out = []
+    with traces.seeded_rng(seed, x.device):
+        chunks = tqdm(list(_chunks(x, y, batch)), desc=f"log p(x), K={k}", unit="batch", disable=not progress)
+        for xb, yb in chunks:
+            step = max(1, rows // len(xb))
+            log_w = torch.cat([traces.log_weights(module, xb, yb, min(step, k - start), nesting).log_w
+                               for start in range(0, k, step)])
+            out.append(traces.log_mean_exp(log_w.double()))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def active_units(module: nn.Module, x: torch.Tensor, y: LABELS = None, threshold: float = 0.01) -> int:
+    """Dimensions u of the continuous latent sites with Cov_x(E_q[z_u | x]) > threshold (Burda et al.
+    2016, sec. 5.2), counted over every such site of the guide."""
+    means: dict[str, list[torch.Tensor]] = {}
+    for xb, yb in _chunks(x, y, 1000):
+        for name, site in traces.latent_sites(module, xb, yb).items():
+            if not site["fn"].support.is_discrete:
+                means.setdefault(name, []).append(site["fn"].mean.reshape(len(xb), -1))
+    return sum(int((torch.cat(m).var(0) > threshold).sum()) for m in means.values())
+
+
+@torch.no_grad()
+def recon_at_mean(module: nn.Module, x: torch.Tensor, y: LABELS = None) -> float:
+    """log p_θ(x | z) per image (mean over images) with every latent at its guide's mean."""
+    return sum(traces.recon_at_mean(module, xb, yb).double().sum().item() for xb, yb in _chunks(x, y, 1000)) / len(x)
+
+
+@torch.no_grad()
+def cluster_accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, labels_y: LABELS = None) -> dict[str, float]:
+    """For each discrete latent site with one value per image (a mixture component c): the accuracy of
+    its most probable value under the guide, each value mapped to the label most frequent among the
+    images it takes (cluster purity), against labels ``y``."""
+    picks: dict[str, list[torch.Tensor]] = {}
+    for xb, yb in _chunks(x, labels_y, 1000):
+        for name, site in traces.latent_sites(module, xb, yb).items():
+            probs = getattr(site["fn"], "probs", None)
+            if site["fn"].support.is_discrete and probs is not None and site["fn"].event_shape == ():
+                picks.setdefault(name, []).append(probs.argmax(-1))
+    out = {}
+    for name, chunks in picks.items():
+        c = torch.cat(chunks)
+        hits = sum(torch.bincount(y[c == v]).max().item() for v in c.unique())
+        out[f"test_cluster_accuracy_{name}"] = hits / len(y)
+    return out
+
+
+def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, progress: bool = False) -> dict:
+    """The module on ``data``'s test set: ELBO (``samples`` draws per image) ± its standard error,
+    reconstruction and KL, the K-sample IS log-likelihood, the reconstruction at the guide's mean,
+    active units. A model with no latent site has no bound on log p(x): only its reconstruction."""
+    x, y = data.test_x, labels(module, data.test_y)
+    result = {f"test_{key}": v for key, v in metrics(module, x, y, samples).items()}
+    result["elbo_samples"] = samples
+    result["test_recon_at_mean"] = recon_at_mean(module, x, y)
+    if traces.latent_sites(module, x[:1], None if y is None else y[:1]):
+        log_px = is_log_likelihood(module, x, y, k, progress=progress)
+        result[f"test_is_log_likelihood_k{k}"] = log_px.mean().item()
+        result[f"test_is_log_likelihood_k{k}_se"] = (log_px.std() / math.sqrt(len(log_px))).item()
+        result["active_units"] = active_units(module, x, y)
+        result.update(cluster_accuracy(module, x, data.test_y, y))
+    return result
+
+
+def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progress: bool = False) -> dict:
+    """A run's last checkpoint on its test set (``evaluate``), written to ``evaluation.json`` and returned."""
+    run = restore_run(run_dir, device)
+    result = {"epochs": run.epochs, **evaluate(run.module, run.data, k, progress=progress)}
+    write_json(Path(run_dir) / "evaluation.json", result)
+    return result

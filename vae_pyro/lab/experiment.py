@@ -1,0 +1,115 @@
+"""What a run is made of, built from its Config: the device, the data tensors, the module and its
+estimator; and a run folder read back into those objects (``restore_run``, the one place that does)."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vae_pyro import data, estimators
+from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
+from vae_pyro.lab import traces
+from vae_pyro.lab.runs import Run
+from vae_pyro.models import contract
+
+EVAL_SEED = 2013  # the test set's fixed binarisation and evaluation noise: the same for every run
+STATIC = 1  # stream key of a static training-set binarisation
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaeError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class Data:
+    """Pixels on the device. ``test_x`` is binarised once (fixed seed) when training binarises."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def load_data(cfg: Config, device: torch.device, dataset: data.Dataset | None = None) -> Data:
+    """``cfg.dataset`` (or ``dataset``, tensors given from Python) on ``device``, checked and binarised."""
+    ds = dataset if dataset is not None else data.load(cfg.dataset, cfg.data_dir)
+    for split, x in (("training", ds.train_x), ("test", ds.test_x)):
+        data.check_pixels(x, cfg.likelihood if cfg.binarize == "none" else "bernoulli", f"{cfg.dataset} {split} set")
+    ds = ds.to(device)
+    train_x, test_x = ds.train_x, ds.test_x
+    if cfg.binarize != "none":
+        test_x = data.binarise(test_x, data.seeded(EVAL_SEED, device=device))
+    if cfg.binarize == "static":
+        train_x = data.binarise(train_x, data.seeded(cfg.seed, STATIC, device=device))
+    return Data(train_x, ds.train_y, test_x, ds.test_y)
+
+
+def labels(module: nn.Module, y: torch.Tensor) -> torch.Tensor | None:
+    """The labels a conditional model takes, None for any other."""
+    return y if getattr(module, "conditional", False) else None
+
+
+def instantiate(cfg: Config, x_dim: int, device: torch.device | str = "cpu") -> nn.Module:
+    """``cfg.model`` built from its options and ``x_dim``, initialised from ``cfg.seed`` alone (the same
+    weights whatever the estimator)."""
+    cls = contract.load_class(cfg.model)
+    torch.manual_seed(cfg.seed)
+    return contract.construct(cls, {"x_dim": x_dim, **cfg.model_kwargs()}, cfg.model).to(device)
+
+
+def build_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
+    """``instantiate``, then checked against the contract and the estimator on two training images,
+    without touching the RNG stream."""
+    module = instantiate(cfg, data.train_x.shape[1], device)
+    x, y = data.train_x[:2], labels(module, data.train_y[:2])
+    with traces.seeded_rng(cfg.seed, device):
+        guide_tr, model_tr = contract.check(module, x, y)
+    estimators.check_model(cfg.estimator, module, guide_tr, model_tr)
+    if cfg.kl_warmup and not hasattr(module, "beta"):
+        raise VaeError(f"--kl-warmup sets the model's KL weight each epoch, and {cfg.model} has no beta attribute; "
+                       "drop --kl-warmup")
+    return module
+
+
+def make_estimator(cfg: Config, module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+                   ) -> estimators.Estimator:
+    """``cfg.estimator`` for ``module``, with its plate nesting read from a trace on data point(s) ``x``."""
+    x, y = x[:1], None if y is None else y[:1]
+    with traces.seeded_rng(cfg.seed, x.device):
+        nesting = traces.plate_nesting(module, x, y)
+    return estimators.make(cfg.estimator, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting)
+
+
+@dataclass
+class RestoredRun:
+    """A run folder read back: its config, data, module at the last checkpoint, history."""
+
+    config: Config
+    data: Data
+    module: nn.Module
+    history: list[dict]
+    checkpoint: dict
+
+    @property
+    def epochs(self) -> int:
+        return self.checkpoint["epoch"]
+
+
+def restore_run(run_dir, device: str | torch.device = "auto") -> RestoredRun:
+    """A run's config, its data, its module with the last checkpoint's weights, and that checkpoint."""
+    run = Run.open(run_dir)
+    cfg = run.config()
+    device = resolve_device(device) if isinstance(device, str) else device
+    if cfg.dataset == data.GIVEN:
+        raise VaeError(f"{run_dir} was trained on tensors given from Python, which a run folder does not hold; "
+                       "evaluate it from Python with those data")
+    ckpt = run.load_checkpoint(device)
+    loaded = load_data(cfg, device)
+    module = build_model(cfg, loaded, device)
+    module.load_state_dict(ckpt["module"])
+    return RestoredRun(cfg, loaded, module, ckpt["history"], ckpt)

@@ -1,0 +1,179 @@
+"""What the lab reads from any model that keeps the contract, from traces alone.
+
+For K draws z_k ~ q_φ(z|x) (the guide run under a particle plate, the model replayed on it):
+
+    log w_k = Σ_{observed s} log p(s | ·) + Σ_{latent s} [log p(z_s | ·) − log q(z_s | ·)]
+
+per image (each site's log-density summed over every dimension but the data plate's). Its mean
+over k is the ELBO, log (1/K) Σ_k w_k the IWAE bound and importance-sampled log p(x) (Burda et
+al. 2016). The observed site "x" gives the reconstruction term, the latent sites the KL term.
+Latent sites the model samples but the guide does not are proposed from the model itself, so
+their log-densities cancel and they are left out. Densities are the model's own: ``poutine.scale``
+and ``poutine.mask`` (a KL weight β, a warm-up) weight training, not the quantities measured here.
+"""
+
+import math
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from vae_pyro.models.contract import OBSERVED, is_latent, is_sample
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device):
+    """Draws inside the block come from ``seed``; the caller's RNG state is restored after it, so
+    evaluating or checking never disturbs training's random stream."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _args(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    return (x,) if y is None else (x, y)
+
+
+def plate_nesting(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> int:
+    """How many plates the program nests (Pyro's max_plate_nesting), read from one trace of each
+    (drawn on a forked RNG: the caller's random stream is left as it was)."""
+    nesting = 1
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        guide_tr = poutine.trace(module.guide).get_trace(*_args(x, y))
+        model_tr = poutine.trace(poutine.replay(module.model, trace=guide_tr)).get_trace(*_args(x, y))
+    for trace in (guide_tr, model_tr):
+        for site in trace.nodes.values():
+            if is_sample(site):
+                nesting = max([nesting, *(-f.dim for f in site["cond_indep_stack"] if f.vectorized)])
+    return nesting
+
+
+def particle_traces(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, k: int, nesting: int):
+    """Guide and replayed model traces with K draws per image, vectorised by a particle plate."""
+    dim = -(nesting + 1)
+
+    def under_plate(fn):
+        def wrapped(*args):
+            with pyro.plate("particles", k, dim=dim):
+                return fn(*args)
+
+        return wrapped
+
+    guide_tr = poutine.trace(under_plate(module.guide)).get_trace(*_args(x, y))
+    model_tr = poutine.trace(poutine.replay(under_plate(module.model), trace=guide_tr)).get_trace(*_args(x, y))
+    return guide_tr, model_tr
+
+
+def _per_image(site: dict, k: int, n: int, nesting: int) -> torch.Tensor:
+    """The site's log-density, unscaled and unmasked, summed over all but the particle and data dims: (K, N)."""
+    lp = site["fn"].log_prob(site["value"])
+    lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape) if lp.dim() < nesting + 1 else lp
+    if nesting > 1:
+        lp = lp.sum(tuple(range(-nesting, -1)))
+    return lp.expand(k, n)
+
+
+class LogWeights(NamedTuple):
+    """Per-draw, per-image terms, each (K, N): log w = recon − kl."""
+
+    recon: torch.Tensor  # log-densities of the observed sites
+    kl: torch.Tensor  # Σ over latent sites of log q − log p
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.recon - self.kl
+
+
+def log_weights(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
+                nesting: int | None = None) -> LogWeights:
+    """K draws of the per-image reconstruction and KL terms (the module's RNG: seed it to repeat)."""
+    nesting = nesting or plate_nesting(module, x[:1], None if y is None else y[:1])
+    guide_tr, model_tr = particle_traces(module, x, y, k, nesting)
+    recon = x.new_zeros(k, len(x))
+    kl = x.new_zeros(k, len(x))
+    for name, site in model_tr.nodes.items():
+        if site["type"] != "sample" or not is_sample(site):
+            continue
+        if site["is_observed"]:
+            recon = recon + _per_image(site, k, len(x), nesting)
+        elif name in guide_tr.nodes:
+            kl = kl + _per_image(guide_tr.nodes[name], k, len(x), nesting) - _per_image(site, k, len(x), nesting)
+    return LogWeights(recon, kl)
+
+
+def latent_sites(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, dict]:
+    """The guide's latent sites on batch ``x``: name -> site (fn, value, ...)."""
+    guide_tr = poutine.trace(module.guide).get_trace(*_args(x, y))
+    return {name: site for name, site in guide_tr.nodes.items() if is_latent(site)}
+
+
+def parameter_groups(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, list[nn.Parameter]]:
+    """The module's parameters by the program that registers them: the guide's (φ) and the model's (θ).
+
+    A parameter both register counts as the guide's. The traces run on a fresh param store, so their
+    param sites are this module's own parameters.
+    """
+    with pyro.get_param_store().scope():
+        traces = {where: poutine.trace(getattr(module, where), param_only=True).get_trace(*_args(x, y))
+                  for where in ("guide", "model")}
+    ids = {where: {id(s["value"]) for s in t.nodes.values() if s["type"] == "param"} for where, t in traces.items()}
+    params = list(module.parameters())
+    guide = [p for p in params if id(p) in ids["guide"]]
+    model = [p for p in params if id(p) in ids["model"] and id(p) not in ids["guide"]]
+    return {"guide": guide, "model": model}
+
+
+class _AtMean(poutine.messenger.Messenger):
+    """Latent sites take their distribution's mean instead of a draw, where it has one on the support
+    (continuous sites); discrete sites take their most probable value."""
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
+            return
+        fn = msg["fn"]
+        if fn.support.is_discrete:
+            probs = getattr(fn.base_dist if hasattr(fn, "base_dist") else fn, "probs", None)
+            if probs is not None:
+                msg["value"] = probs.argmax(-1)
+                return
+            msg["value"] = fn.sample()
+            return
+        msg["value"] = fn.mean
+
+
+@torch.no_grad()
+def observed_mean(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
+                  latents: dict[str, torch.Tensor] | None = None, from_prior: bool = False) -> torch.Tensor:
+    """E[x | latents]: the mean of the observed site's distribution, shape of ``x``.
+
+    The latents are the guide's means given ``x`` (a reconstruction), or with ``from_prior`` draws
+    from the model's prior (samples; ``x`` then only sets the batch size); ``latents`` fixes sites
+    to given values (a grid, a traversal) in either case.
+    """
+    model = poutine.condition(module.model, data=latents or {})
+    if from_prior:
+        model_tr = poutine.trace(poutine.uncondition(model)).get_trace(*_args(x, y))
+    else:
+        guide_tr = poutine.trace(_AtMean()(poutine.condition(module.guide, data=latents or {}))).get_trace(*_args(x, y))
+        model_tr = poutine.trace(poutine.replay(poutine.uncondition(model), trace=guide_tr)).get_trace(*_args(x, y))
+    return model_tr.nodes[OBSERVED]["fn"].mean
+
+
+@torch.no_grad()
+def recon_at_mean(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over observed sites of log p(s | latents), per image, with every latent at its guide's mean
+    (the most probable value for a discrete site): z = μ(x) for a VAE, the code for an autoencoder."""
+    nesting = plate_nesting(module, x[:1], None if y is None else y[:1])
+    guide_tr = poutine.trace(_AtMean()(module.guide)).get_trace(*_args(x, y))
+    model_tr = poutine.trace(poutine.replay(module.model, trace=guide_tr)).get_trace(*_args(x, y))
+    observed = [s for s in model_tr.nodes.values() if is_sample(s) and s["is_observed"]]
+    return sum(_per_image(s, 1, len(x), nesting) for s in observed)[0]
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/K) Σ_k exp(log_w_k), stably."""
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
