@@ -9,8 +9,6 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
-
 import vae_pyro as vp
 from vae_pyro.lab.experiment import restore_run
 from vae_pyro.report.markdown import markdown_table

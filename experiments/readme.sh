@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-make every number and figure in README.md (about 6 minutes on 2 CPU cores).
+# Re-make every number and figure in README.md (about 25 minutes on 2 CPU cores, the speed bench included).
 #   bash experiments/readme.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,13 +30,15 @@ vae-pyro evaluate runs/vae-z32
 cp runs/vae-z2/figures/latent.png docs/figures/vae-z2-latent.png
 cp runs/cvae-z2/figures/samples.png docs/figures/cvae-z2-samples.png
 cp runs/cvae/figures/samples.png docs/figures/cvae-samples.png
-cp runs/ae/figures/samples.png docs/figures/ae-samples.png
 cp runs/vae-z32/figures/samples.png docs/figures/vae-z32-samples.png
 cp runs/vae-z32/figures/reconstructions.png docs/figures/vae-z32-reconstructions.png
 cp runs/ae/figures/reconstructions.png docs/figures/ae-reconstructions.png
 rm -rf runs/latent-dims
 python experiments/latent_dims.py --out runs/latent-dims
 cp runs/latent-dims/latent_dims.png docs/figures/latent-dims.png
+
+# The example models (examples/): their compare tables.
+bash experiments/examples.sh
 
 # Speed (full Fashion-MNIST from Debian's dataset-fashion-mnist package, or the torchvision download).
 python experiments/bench.py

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_pyro.lab import checks
-from vae_pyro.lab import traces
+from vae_pyro.lab import checks, traces
 from vae_pyro.models import CVAE, VAE, hand
 from vae_pyro.models.likelihoods import LIKELIHOODS
 

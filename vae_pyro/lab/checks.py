@@ -48,17 +48,17 @@ def pyro_loss_and_eps(elbo: infer.ELBO, module: nn.Module, x: torch.Tensor, y: t
 def same_eps_gap(module: nn.Module, x: torch.Tensor, particles: int = 1, y: torch.Tensor | None = None
                  ) -> tuple[float, float]:
     """(max |Δ loss| per image, max |Δ gradient| / max |gradient|) between meanfield and hand_loss on one ε."""
-    elbo = infer.TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True,
-                                     max_plate_nesting=traces.plate_nesting(module, x[:1], None if y is None else y[:1]))
+    nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
+    elbo = infer.TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=nesting)
     params = list(module.parameters())
     pyro_loss, eps = pyro_loss_and_eps(elbo, module, x, y)
     hand_loss = module.hand_loss(x, y, particles=particles, eps=eps)
     g_pyro = torch.autograd.grad(pyro_loss, params, allow_unused=True)
     g_hand = torch.autograd.grad(hand_loss, params, allow_unused=True)
-    pairs = [(a, b) for a, b in zip(g_pyro, g_hand) if a is not None or b is not None]
-    zero = torch.zeros(())
-    grad_gap = max(((a if a is not None else zero) - (b if b is not None else zero)).abs().max().item() for a, b in pairs)
-    grad_scale = max(a.abs().max().item() for a, _ in pairs if a is not None)
+    zero = torch.zeros(())  # a parameter one loss does not use has no gradient there
+    pairs = [(zero if a is None else a, zero if b is None else b) for a, b in zip(g_pyro, g_hand)]
+    grad_gap = max((a - b).abs().max().item() for a, b in pairs)
+    grad_scale = max(a.abs().max().item() for a, _ in pairs)
     return (pyro_loss - hand_loss).abs().item() / len(x), grad_gap / grad_scale
 
 

@@ -39,7 +39,7 @@ from vae_pyro.lab.experiment import (
     resolve_device,
     restore_run,
 )
-from vae_pyro.lab.runs import CHECKPOINT, atomic_write, write_json
+from vae_pyro.lab.runs import CHECKPOINT, FolderLock, atomic_write, write_json
 from vae_pyro.lab.train import Interrupted, fit
 from vae_pyro.lab.trainers import make_trainer
 from vae_pyro.models import VAE
@@ -185,24 +185,36 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
             if saved["estimators"] != names:
                 raise VaeError(f"cannot resume {out}: it compares {','.join(saved['estimators'])}, asked {','.join(names)}")
         out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         write_json(out / MANIFEST, {"estimators": names, "options": options, "command": command})
 
+    lock = FolderLock(out)  # one compare per folder; each run folder has its own writer's lock besides
     distributed.from_leader(prepare, world)
     try:
         trained = train_all(configs, out, data, jobs, resume, force, progress)
+        if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
+            return {}
+        return report(names, options, configs, trained, data, out, k, grad_draws, loss_draws, progress, command)
     except Interrupted as e:
         raise Interrupted(f"{e} -- for the whole comparison: vae-pyro compare --out {out} --resume", e.signum) from None
-    if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
-        return {}
+    finally:
+        lock.release()
+
+
+def report(names: list[str], options: dict, configs: dict[str, Config], trained: dict[str, tuple], data: Data,
+           out: Path, k: int, grad_draws: int, loss_draws: int, progress: bool, command: str) -> dict:
+    """Evaluate and diagnose the trained estimators (``train_all``'s result); write summary, figures, report."""
     modules = {n: t[0] for n, t in trained.items()}
     histories = {n: t[1] for n, t in trained.items()}
     evaluations = {n: _evaluation(out / n, modules[n], data, len(histories[n]), k, progress) for n in names}
     for n in names:
         write_run_report(out / n, configs[n], modules[n], data, histories[n])
 
+    base = configs[names[0]]
     reference = "meanfield" if "meanfield" in names else names[0]
     x, y = fixed_batch(data, base.batch_size, getattr(modules[reference], "conditional", False))
     specs = gradient_specs(names, options)
+    device = data.train_x.device
     grads = gradient_rows(specs, build_model(base, data, device), data, x, y, "initialisation", grad_draws, progress)
     grads += gradient_rows(specs, modules[reference], data, x, y, f"{reference}'s trained weights", grad_draws,
                            progress, trained["score"][2] if "score" in names else None)
@@ -215,7 +227,8 @@ def compare(options: dict, names: list[str], out: str | Path, jobs: int = 1, res
     figures = {
         "curves": plots.curves(histories, out / "figures" / "curves.png"),
         "gradients": plots.gradients(grads, out / "figures" / "gradients.png"),
-        "loss_values": plots.loss_values({n: v["draws"] for n, v in losses.items()}, out / "figures" / "loss_values.png"),
+        "loss_values": plots.loss_values({n: v["draws"] for n, v in losses.items()},
+                                         out / "figures" / "loss_values.png"),
     }
     write_report(out, summary, figures)
     return summary
@@ -238,7 +251,8 @@ def _loss_draws(configs: dict[str, Config], module: nn.Module, data: Data, x: to
     out = {}
     for name, cfg in configs.items():
         pyro.clear_param_store()
-        values = diagnostics.loss_draws(make_estimator(cfg, module, data.train_x, labels(module, data.train_y)), module, x, draws, y=y)
+        estimator = make_estimator(cfg, module, data.train_x, labels(module, data.train_y))
+        values = diagnostics.loss_draws(estimator, module, x, draws, y=y)
         out[name] = {"mean": values.mean().item(), "std": values.std().item(), "draws": values.tolist()}
     return out
 def _summary(names, configs, histories, evaluations, grads, losses, k) -> dict:

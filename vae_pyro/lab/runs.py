@@ -4,9 +4,12 @@ A file is written to ``<name>.tmp`` in the same folder, flushed to disk, then re
 its target, so a crash at any moment leaves either the old or the new file, never half of one.
 """
 
+import fcntl
 import io
 import json
 import os
+import pickle
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,10 @@ from vae_pyro.errors import VaeError
 from vae_pyro.lab import faults
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.pt"
+# what torch.load(weights_only=True) raises on a truncated, flipped or foreign file: the unpickler's
+# errors, the zip reader's RuntimeError, and the decoding errors of damaged records
+DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, UnicodeDecodeError, OSError,
+                       IndexError, KeyError, struct.error)
 CHECKPOINT_KEYS = {"epoch", "config", "x_dim", "module", "optimizer", "rng", "history"}
 
 
@@ -43,11 +50,60 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+class FolderLock:
+    """One writer per folder: an exclusive ``fcntl.flock`` on ``<folder>/.lock``, which names the
+    process holding it. The OS releases it when that process ends, however it ends, so a killed
+    run never blocks its own ``--resume``."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path):
+        self.folder, self.file = folder, None
+
+    def acquire(self) -> "FolderLock":
+        path = self.folder / self.NAME
+        file = open(path, "a+")  # noqa: SIM115 - held open for as long as the lock is
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise VaeError(f"{self.folder} is being written by process {holder}; wait for it to finish or stop it, "
+                           "or choose another --out") from None
+        file.seek(0)
+        file.truncate()
+        file.write(str(os.getpid()))
+        file.flush()
+        self.file = file
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    def __getstate__(self) -> dict:  # a copy sent to another process (torchrun's ranks) holds no lock
+        return {"folder": self.folder, "file": None}
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class Run:
-    """A run folder on disk."""
+    """A run folder on disk. ``create`` and ``resume`` take its lock (``FolderLock``): call
+    ``release`` when done writing (``fit`` does)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock = FolderLock(self.path)
+
+    def release(self) -> None:
+        self.lock.release()
 
     @classmethod
     def create(cls, path: str | Path, config: Config, force: bool = False) -> "Run":
@@ -59,6 +115,7 @@ class Run:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise VaeError(f"cannot create run folder {run.path} ({e.strerror}); choose another --out") from None
+        run.lock.acquire()
         (run.path / CHECKPOINT).unlink(missing_ok=True)
         write_json(run.path / CONFIG, config.to_dict())
         run.write_metrics([])
@@ -88,6 +145,7 @@ class Run:
             raise VaeError(f"cannot resume {run.path} with another configuration ({diffs}); drop those options or start a new run")
         if not (run.path / CHECKPOINT).is_file():
             raise VaeError(f"{run.path} has no {CHECKPOINT}: it never finished an epoch; start it again with --force")
+        run.lock.acquire()
         write_json(run.path / CONFIG, config.to_dict())
         return run
 
@@ -109,7 +167,7 @@ class Run:
             with warnings.catch_warnings():  # a damaged file can make torch warn before it fails
                 warnings.simplefilter("ignore")
                 ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        except DAMAGED_FILE_ERRORS as e:
             raise VaeError(f"{path} is corrupt ({type(e).__name__}); start the run again with --force") from None
         missing = CHECKPOINT_KEYS - set(ckpt) if isinstance(ckpt, dict) else CHECKPOINT_KEYS
         if missing:

@@ -111,7 +111,8 @@ def latent_sites(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = No
     return {name: site for name, site in guide_tr.nodes.items() if is_latent(site)}
 
 
-def parameter_groups(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, list[nn.Parameter]]:
+def parameter_groups(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+                     ) -> dict[str, list[nn.Parameter]]:
     """The module's parameters by the program that registers them: the guide's (φ) and the model's (θ).
 
     A parameter both register counts as the guide's. The traces run on a fresh param store, so their

@@ -11,6 +11,7 @@ what an uninterrupted one would have done.
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import distributed, evaluate, faults
 from vae_pyro.lab.experiment import EVAL_SEED, Data, build_model, labels, load_data, make_estimator, resolve_device
-from vae_pyro.lab.runs import Run
+from vae_pyro.lab.runs import CHECKPOINT, Run
 from vae_pyro.lab.trainers import make_trainer
 
 
@@ -137,7 +138,7 @@ def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, e
         loss, stopping = distributed.all_sum([loss, float(stop is not None and stop.signum is not None)], world, x.device)
         if not math.isfinite(loss):
             kept = (f"the checkpoint of epoch {epoch} is kept: continue with --resume --lr {cfg.lr / 10:g} (or smaller)"
-                    if epoch or state.step else f"no epoch had finished: start again with --force --lr {cfg.lr / 10:g}")
+                    if epoch or state.step else f"no epoch had finished: start again with --lr {cfg.lr / 10:g} (or smaller)")
             raise Diverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; {kept}")
         state = EpochState(step + 1, state.total + loss, state.seen + len(idx), time.perf_counter() - start)
         bar.update()
@@ -175,72 +176,81 @@ def fit(
         trainer = distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
     else:
         trainer = make_trainer(estimator, vae, cfg.lr, cfg.loop)
+    made_here = not Path(out).exists()  # a folder this call creates is removed if it fails before a checkpoint
     run = distributed.from_leader(lambda: Run.resume(out, cfg) if resume else Run.create(out, cfg, force), world)
+    try:
 
-    history: list[dict] = []
-    partial = EpochState()
-    if resume:
-        ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
-        if len(ckpt["rng"]) != world.size:
-            raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
-                           f"(torchrun --nproc_per_node), not {world.size}")
-        if ckpt["x_dim"] != data.train_x.shape[1]:
-            raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
-                           f"{data.train_x.shape[1]}; resume it with the data it was trained on")
-        try:
-            vae.load_state_dict(ckpt["module"])
-            trainer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise VaeError(f"{run.path}'s checkpoint does not fit this model and loop ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120]}); it was written by another version: start again with --force") from None
-        set_rng_state(ckpt["rng"][world.rank], device)
-        history = ckpt["history"]
-        partial = EpochState(**ckpt.get("partial", {}))
-        if world.leader:
-            run.write_metrics(history)
+        history: list[dict] = []
+        partial = EpochState()
+        if resume:
+            ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
+            if len(ckpt["rng"]) != world.size:
+                raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
+                               f"(torchrun --nproc_per_node), not {world.size}")
+            if ckpt["x_dim"] != data.train_x.shape[1]:
+                raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
+                               f"{data.train_x.shape[1]}; resume it with the data it was trained on")
+            try:
+                vae.load_state_dict(ckpt["module"])
+                trainer.load_state_dict(ckpt["optimizer"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as e:
+                raise VaeError(f"{run.path}'s checkpoint does not fit this model and loop ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120]}); it was written by another version: start again with --force") from None
+            set_rng_state(ckpt["rng"][world.rank], device)
+            history = ckpt["history"]
+            partial = EpochState(**ckpt.get("partial", {}))
+            if world.leader:
+                run.write_metrics(history)
 
-    def checkpoint(epoch_state: EpochState) -> None:
-        """Everything a resume needs, written atomically by rank 0: after an epoch, or mid-epoch on a signal."""
-        rngs = distributed.gather(rng_state(device), world)
-        if world.leader:
-            state = {"epoch": len(history), "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
-                     "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
-            if epoch_state.step:
-                state["partial"] = asdict(epoch_state)
-            run.save_checkpoint(state)
-            run.write_metrics(history)
+        def checkpoint(epoch_state: EpochState) -> None:
+            """Everything a resume needs, written atomically by rank 0: after an epoch, or mid-epoch on a signal."""
+            rngs = distributed.gather(rng_state(device), world)
+            if world.leader:
+                state = {"epoch": len(history), "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
+                         "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
+                if epoch_state.step:
+                    state["partial"] = asdict(epoch_state)
+                run.save_checkpoint(state)
+                run.write_metrics(history)
 
-    progress = progress and world.leader
-    steps = len(data.train_x) // (cfg.batch_size * world.size)
-    run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
-                   position=position, disable=not progress or label is None)
-    train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
-    with StopOnSignal() as stop:
-        for epoch in range(len(history), cfg.epochs):
-            if cfg.kl_warmup:
-                vae.beta = kl_weight(beta, cfg.kl_warmup, epoch)
-            epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                             disable=not progress or label is not None)
-            bar = epoch_bar if label is None else run_bar
-            state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
-            partial = EpochState()
-            if not finished:
+        progress = progress and world.leader
+        steps = len(data.train_x) // (cfg.batch_size * world.size)
+        run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
+                       position=position, disable=not progress or label is None)
+        train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
+        with StopOnSignal() as stop:
+            for epoch in range(len(history), cfg.epochs):
+                if cfg.kl_warmup:
+                    vae.beta = kl_weight(beta, cfg.kl_warmup, epoch)
+                epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                                 disable=not progress or label is not None)
+                bar = epoch_bar if label is None else run_bar
+                state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
+                partial = EpochState()
+                if not finished:
+                    epoch_bar.close()
+                    checkpoint(state)
+                    name = signal.Signals(stop.signum).name
+                    raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
+                                      f"with: vae-pyro train --out {run.path} --resume", stop.signum)
+                train_value = -state.total / state.seen
+                test = evaluate.metrics(vae, data.test_x, test_y)
+                bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
                 epoch_bar.close()
-                checkpoint(state)
-                name = signal.Signals(stop.signum).name
-                raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
-                                  f"with: vae-pyro train --out {run.path} --resume", stop.signum)
-            train_value = -state.total / state.seen
-            test = evaluate.metrics(vae, data.test_x, test_y)
-            bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
-            epoch_bar.close()
-            record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
-            if beta is not None:
-                record["kl_weight"] = vae.beta
-            history.append({**record, "seconds": state.seconds})
-            checkpoint(EpochState())
-    run_bar.close()
+                record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
+                if beta is not None:
+                    record["kl_weight"] = vae.beta
+                history.append({**record, "seconds": state.seconds})
+                checkpoint(EpochState())
+        run_bar.close()
 
-    train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
-    final = {"train": evaluate.metrics(vae, train_x, train_y), "test": evaluate.metrics(vae, data.test_x, test_y)}
-    return FitResult(run.path, vae, data, history, final, cfg, trainer.state_dict()["estimator"], world.leader)
+        train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
+        final = {"train": evaluate.metrics(vae, train_x, train_y), "test": evaluate.metrics(vae, data.test_x, test_y)}
+        return FitResult(run.path, vae, data, history, final, cfg, trainer.state_dict()["estimator"], world.leader)
+    except BaseException:
+        if made_here and world.leader and not (run.path / CHECKPOINT).exists():  # nothing worth keeping
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    finally:
+        run.release()

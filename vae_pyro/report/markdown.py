@@ -24,7 +24,8 @@ def results_table(summary: dict) -> str:
     first = summary["estimators"][0]
     k = next(key for key in first if key.startswith("test_is_log_likelihood_k") and not key.endswith("_se"))
     clusters = [key for key in first if key.startswith("test_cluster_accuracy_")]
-    rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}", f"{r[k]:.2f} ± {r[k + '_se']:.2f}",
+    rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
+             f"{r[k]:.2f} ± {r[k + '_se']:.2f}",
              f"{r['test_kl']:.2f}", str(r["active_units"]), *(f"{r[c]:.3f}" for c in clusters),
              f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
              f"{r.get('grad_var_model_trained', float('nan')):.3g}", f"{r['seconds_per_epoch']:.2f}"]
