@@ -92,3 +92,31 @@ def test_decaying_baselines_learned_in_training_are_used_by_the_trained_weights_
     assert set(seen[1]) == set(learned["baseline_avg"]) and learned["baseline_avg"]
     assert all(torch.equal(seen[1][k], learned["baseline_avg"][k]) for k in learned["baseline_avg"])
     pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--estimator", "iwae", "--iwae-k", "100000"], "lower --iwae-k, --batch-size"),
+    (["--z-dim", "100000000"], "(the parameters, their gradients and Adam's moments)"),
+])
+def test_a_step_that_would_not_fit_in_memory_is_refused_before_anything_is_written(tmp_path, capsys, args, message):
+    from vae_pyro.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", *args, "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "a training step needs about" in err and message in err, err
+    assert "GiB are available on cpu" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_memory_check_follows_the_memory_available(monkeypatch, tmp_path):
+    """The decision follows the memory available: with plenty the K = 50 step runs, with none it is refused."""
+    from vae_pyro.lab import memory
+
+    cfg = Config(**{**TINY, "epochs": 1}, estimator="iwae", iwae_k=50)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**12)
+    fit(cfg, tmp_path / "ok", progress=False)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    with pytest.raises(VaeError, match="a training step needs about"):
+        fit(cfg, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()

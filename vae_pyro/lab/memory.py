@@ -1,0 +1,96 @@
+"""Will a training step fit in memory? An estimate made before anything is allocated or written.
+
+    bytes ≈ 4 · parameters · (weights, gradients, Adam's two moments)
+          + batch · samples · (bytes autograd saves per image and sample for the backward pass)
+
+The parameters are counted on PyTorch's ``meta`` device (no memory); the saved bytes are measured by
+``torch.autograd.graph.saved_tensors_hooks`` during one step of the estimator at one sample per
+image, on two and on four images: the slope is what each image adds (scaled to the batch and the
+samples, as if all of it grew with the samples: an upper bound), the intercept what does not grow.
+Evaluation needs no estimate: it draws in chunks of a fixed size (``evaluate.is_log_likelihood``).
+"""
+
+import os
+
+import pyro
+import torch
+from torch import nn
+
+from vae_pyro import estimators
+from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
+from vae_pyro.lab import traces
+from vae_pyro.lab.experiment import Data, build_model, instantiate, labels
+
+HEADROOM = 0.8  # refuse a step estimated to need more than this share of the memory available
+GIB = 2**30
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: the GPU's free memory, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def parameter_bytes(build) -> int:
+    """Bytes of the module ``build()`` makes, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        module = build()
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def saved_bytes(module: nn.Module, estimator: estimators.Estimator, x: torch.Tensor, y: torch.Tensor | None) -> int:
+    """Bytes autograd saves for the backward pass of one step of ``estimator`` on batch ``x``."""
+    seen: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with pyro.get_param_store().scope(), traces.seeded_rng(0, x.device), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        estimator.backward(module, x, y)
+    module.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
+    """``build_model``, refusing first, naming the estimate, the memory available and the option to
+    lower, a model or a training step that would not fit in memory."""
+    available = available_bytes(device)
+    samples = cfg.iwae_k if cfg.estimator == "iwae" else cfg.particles
+
+    def refuse(need: float, what: str) -> None:
+        raise VaeError(f"a training step needs about {need / GIB:.1f} GiB ({what}) but {available / GIB:.1f} GiB "
+                       f"are available on {device.type}; lower {lower(cfg)}")
+
+    params = 4 * parameter_bytes(lambda: instantiate(cfg, data.train_x.shape[1], "meta"))
+    if params > HEADROOM * available:
+        refuse(params, "the parameters, their gradients and Adam's moments")
+    module = build_model(cfg, data, device)
+    x, y = data.train_x[:4], labels(module, data.train_y[:4])
+    probe = estimators.make(cfg.estimator.removeprefix("jit-"), 1, cfg.baseline, 1, x.shape[1],
+                            traces.plate_nesting(module, x, y))
+    two, four = (saved_bytes(module, probe, x[:n], None if y is None else y[:n]) for n in (2, 4))
+    per_image = max(0.0, (four - two) / 2)  # the slope in the batch size: what grows with images and samples
+    need = params + max(0.0, two - 2 * per_image) + per_image * cfg.batch_size * samples
+    if need > HEADROOM * available:
+        refuse(need, f"{per_image * samples / 2**20:.1f} MiB per image at {samples} sample(s), batch {cfg.batch_size}")
+    return module
+
+
+def lower(cfg: Config) -> str:
+    """The options that set a step's size, as the user gave them."""
+    options = ["--batch-size"]
+    if cfg.estimator == "iwae":
+        options.insert(0, "--iwae-k")
+    elif cfg.particles > 1:
+        options.insert(0, "--particles")
+    options.append("--z-dim / --hidden (or the model's own size options)")
+    return ", ".join(options)
