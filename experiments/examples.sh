@@ -11,6 +11,7 @@ vae-pyro compare --model examples/two_layer.py:TwoLayerVAE --estimators trace,iw
 # A Gaussian-mixture prior: the component c enumerated (enum) or sampled (trace, score with a baseline).
 vae-pyro compare --model examples/mixture_prior.py:MixturePriorVAE --model-option z_dim=10 \
     --estimators trace,score,enum --baseline decaying --out runs/mixture-prior --force --quiet
+cp runs/mixture-prior/figures/curves.png docs/figures/mixture-prior-curves.png
 
 # The linear-Gaussian model, where log p(x) is exact.
 python experiments/linear_user_model.py --out runs/linear-user

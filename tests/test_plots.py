@@ -76,3 +76,18 @@ def test_sample_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["sample", str(out), "--label", "12"])
     assert e.value.code == 2 and "--label must be a class from 0 to 9" in capsys.readouterr().err
+
+
+def test_observed_mean_with_fixed_latents_is_the_decoder_at_those_latents(mnist5k):
+    """The manifold and traversal pictures fix z: what they show must be E[x | z] at exactly that z,
+    and a reconstruction E[x | z = μ(x)]."""
+    from vae_pyro.lab import traces
+    from vae_pyro.models import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(z_dim=2, hidden=(16,))
+    z = torch.randn(5, 2)
+    fixed = traces.observed_mean(vae, torch.zeros(5, 784), latents={"z": z}, from_prior=True)
+    torch.testing.assert_close(fixed, torch.sigmoid(vae.decode(z)[0]))
+    x = mnist5k.test_x[:5]
+    torch.testing.assert_close(traces.observed_mean(vae, x), torch.sigmoid(vae.decode(vae.encode(x)[0])[0]))

@@ -141,7 +141,7 @@ def cmd_gradvar(args: argparse.Namespace) -> None:
     from vae_pyro.lab.runs import write_json
 
     run = restore_run(args.run, args.device)
-    x, y = fixed_batch(run.data, run.config.batch_size, getattr(run.module, "conditional", False))
+    x, y = fixed_batch(run.data, run.config, getattr(run.module, "conditional", False))
     options = {k: v for k, v in run.config.to_dict().items() if k != "estimator"}
     rows = gradient_rows(gradient_specs(args.estimators, options), run.module, run.data, x, y, str(args.run),
                          args.draws, progress=True)

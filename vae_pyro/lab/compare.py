@@ -103,12 +103,13 @@ def train_all(configs: dict[str, Config], out: Path, data: Data, jobs: int, resu
     return {n: (r.module, r.history, r.checkpoint["optimizer"]["estimator"]) for n, r in runs.items()}
 
 
-def fixed_batch(data: Data, size: int, conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The batch every gradient and loss diagnostic uses: ``size`` random training images, binarised, fixed
-    (and their labels, for a conditional model)."""
+def fixed_batch(data: Data, cfg: Config, conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch every gradient and loss diagnostic uses: ``cfg.batch_size`` random training points, fixed,
+    binarised when training binarises (and their labels, for a conditional model)."""
     gen = datasets.seeded(EVAL_SEED, GRAD_BATCH, device=data.train_x.device)
-    idx = torch.randperm(len(data.train_x), generator=gen, device=data.train_x.device)[:size]
-    return datasets.binarise(data.train_x[idx], gen), data.train_y[idx] if conditional else None
+    idx = torch.randperm(len(data.train_x), generator=gen, device=data.train_x.device)[: cfg.batch_size]
+    x = datasets.binarise(data.train_x[idx], gen) if cfg.binarize != "none" else data.train_x[idx]
+    return x, data.train_y[idx] if conditional else None
 
 
 def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
@@ -212,7 +213,7 @@ def report(names: list[str], options: dict, configs: dict[str, Config], trained:
 
     base = configs[names[0]]
     reference = "meanfield" if "meanfield" in names else names[0]
-    x, y = fixed_batch(data, base.batch_size, getattr(modules[reference], "conditional", False))
+    x, y = fixed_batch(data, base, getattr(modules[reference], "conditional", False))
     specs = gradient_specs(names, options)
     device = data.train_x.device
     grads = gradient_rows(specs, build_model(base, data, device), data, x, y, "initialisation", grad_draws, progress)

@@ -155,12 +155,15 @@ def observed_mean(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
     from the model's prior (samples; ``x`` then only sets the batch size); ``latents`` fixes sites
     to given values (a grid, a traversal) in either case.
     """
-    model = poutine.condition(module.model, data=latents or {})
+    # uncondition inside condition: the handler nearest the program acts first, so "x" is released
+    # before the latents are fixed (the other way round, uncondition would release those too)
+    model = poutine.condition(poutine.uncondition(module.model), data=latents or {})
     if from_prior:
-        model_tr = poutine.trace(poutine.uncondition(model)).get_trace(*_args(x, y))
+        model_tr = poutine.trace(model).get_trace(*_args(x, y))
     else:
-        guide_tr = poutine.trace(_AtMean()(poutine.condition(module.guide, data=latents or {}))).get_trace(*_args(x, y))
-        model_tr = poutine.trace(poutine.replay(poutine.uncondition(model), trace=guide_tr)).get_trace(*_args(x, y))
+        guide = _AtMean()(poutine.condition(module.guide, data=latents or {}))
+        guide_tr = poutine.trace(guide).get_trace(*_args(x, y))
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*_args(x, y))
     return model_tr.nodes[OBSERVED]["fn"].mean
 
 
