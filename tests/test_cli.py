@@ -34,7 +34,7 @@ def test_train_evaluate_and_check_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     for word in ("elbo", "recon", "kl", "s/epoch", f"run folder: {out}"):
         assert word in done.stdout
-    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "report.md", "figures"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "report.md", "figures", ".lock"}
     assert {p.name for p in (out / "figures").iterdir()} == {
         "curves.png", "reconstructions.png", "samples.png", "latent.png", "traversals.png"}
     done = run_cli("evaluate", str(out), "--k", "10")
