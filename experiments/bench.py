@@ -86,8 +86,9 @@ def main() -> None:
     base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
     ds = D.load(args.dataset)
     x_all = D.binarise(ds.train_x, D.seeded(0)).to(device)
-    batches = [x_all[i * args.batch : (i + 1) * args.batch] for i in range(args.steps)]
     steps_per_epoch = len(ds.train_x) // args.batch
+    # full batches only, wrapping round a small data set (mnist5k has 31 of 128, fewer than --steps)
+    batches = [x_all[j * args.batch : (j + 1) * args.batch] for j in (i % steps_per_epoch for i in range(args.steps))]
 
     variants = {"hand loop": ("hand", "fast")}
     for name in args.estimators.split(","):
