@@ -72,3 +72,15 @@ def test_bad_estimator_list_is_refused_in_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--estimators must name distinct estimators" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_jobs_train_in_separate_processes_and_give_the_same_numbers(compared, tmp_path):
+    """--jobs 2 trains each estimator in its own process (one thread each); the results equal one-by-one
+    training to 1e-4 nats (bit for bit here; thread counts may change the last bits of a sum elsewhere)."""
+    _, summary = compared
+    parallel = compare(dict(TINY), ["trace", "meanfield"], tmp_path / "p", jobs=2, k=10, grad_draws=5,
+                       loss_draws=10, progress=False)
+    rows = {r["estimator"]: r for r in summary["estimators"]}
+    for row in parallel["estimators"]:
+        for key in ("test_elbo", "test_is_log_likelihood_k10"):
+            assert row[key] == pytest.approx(rows[row["estimator"]][key], abs=1e-4)
