@@ -30,6 +30,7 @@ from torch import nn
 
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
+from vae_pyro.estimators.pathwise import PathwiseELBO
 from vae_pyro.models.contract import is_latent
 from vae_pyro.models.nets import mlp
 
@@ -41,8 +42,13 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "jit-trace": infer.JitTrace_ELBO,
     "jit-meanfield": pyro_compat.JitTraceMeanField_ELBO,
     "enum": infer.TraceEnum_ELBO,
+    "stl": lambda **kw: PathwiseELBO("elbo", "stl", **kw),
+    "iwae-stl": lambda **kw: PathwiseELBO("iwae", "stl", **kw),
+    "iwae-dreg": lambda **kw: PathwiseELBO("iwae", "dreg", **kw),
 }
-NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum")
+NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum", "stl", "iwae-stl",
+         "iwae-dreg")
+IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg")  # their samples per image are --iwae-k
 BASELINES = ("none", "decaying", "neural")
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
@@ -162,8 +168,8 @@ def check_options(name: str, particles: int, baseline: str) -> None:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
     if baseline not in BASELINES:
         raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
-    if name == "iwae" and particles != 1:
-        raise VaeError("--particles does not apply to iwae, whose samples per image are K; use --iwae-k")
+    if name in IWAE_FAMILY and particles != 1:
+        raise VaeError(f"--particles does not apply to {name}, whose samples per image are K; use --iwae-k")
     if baseline != "none" and name != "score":
         raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
     if baseline == "neural" and particles != 1:
@@ -179,7 +185,7 @@ def check_model(name: str, module, guide_trace, model_trace) -> None:
     if name == "hand" and not callable(getattr(module, "hand_loss", None)):
         raise VaeError(f"the hand estimator needs the model's own hand_loss(x, y=None, particles=1, eps=None), "
                        f"and {model} has none; choose a Pyro estimator such as meanfield")
-    if name in ("meanfield", "jit-meanfield", "iwae") and discrete:
+    if name in ("meanfield", "jit-meanfield", "stl", *IWAE_FAMILY) and discrete:
         raise VaeError(f"{name} needs a reparameterised sample at every latent site, and {model}'s "
                        f"{', '.join(discrete)} has none (it would get no gradient through it); use trace, score or enum")
     if name in ("meanfield", "jit-meanfield"):
@@ -203,7 +209,7 @@ def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5,
     Pyro never guesses it by running the model, which would draw from the training RNG stream."""
     if name == "hand":
         return Estimator(name, particles, None)
-    samples = iwae_k if name == "iwae" else particles
+    samples = iwae_k if name in IWAE_FAMILY else particles
     # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution
     # with has_rsample=False across the particle plate (it tries to set a read-only property).
     vectorize = name != "score"

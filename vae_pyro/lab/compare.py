@@ -26,7 +26,7 @@ from vae_pyro import data as datasets
 from vae_pyro import estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
-from vae_pyro.estimators import NAMES
+from vae_pyro.estimators import IWAE_FAMILY, NAMES
 from vae_pyro.lab import diagnostics, distributed, traces
 from vae_pyro.lab.evaluate import evaluate
 from vae_pyro.lab.experiment import (
@@ -57,7 +57,7 @@ def config_for(options: dict, name: str) -> Config:
     opts = {**options, "estimator": name}
     if name != "score":
         opts.pop("baseline", None)
-    if name == "iwae":
+    if name in IWAE_FAMILY:
         opts.pop("particles", None)
     return Config(**opts)
 
@@ -116,9 +116,9 @@ def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
     """(label, config) of each estimator's gradient diagnostics; `iwae` once per K in SNR_KS and its own."""
     specs = []
     for name in names:
-        if name == "iwae":
-            ks = sorted({*SNR_KS, config_for(options, "iwae").iwae_k})
-            specs += [(f"iwae-{k}", config_for({**options, "iwae_k": k}, "iwae")) for k in ks]
+        if name in IWAE_FAMILY:
+            ks = sorted({*SNR_KS, config_for(options, name).iwae_k})
+            specs += [(f"{name}-{k}", config_for({**options, "iwae_k": k}, name)) for k in ks]
         else:
             specs.append((name, config_for(options, name)))
     return specs
@@ -270,7 +270,7 @@ def _summary(names, configs, histories, evaluations, grads, losses, k) -> dict:
             "seconds_per_epoch": seconds[len(seconds) // 2],
             "loss_std_per_image": losses[name]["std"],
         }
-        label = f"iwae-{configs[name].iwae_k}" if name == "iwae" else name
+        label = f"{name}-{configs[name].iwae_k}" if name in IWAE_FAMILY else name
         for g in grads:
             if g["estimator"] == label:
                 point = "init" if g["point"] == "initialisation" else "trained"

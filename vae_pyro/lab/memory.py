@@ -64,7 +64,7 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     """``build_model``, refusing first, naming the estimate, the memory available and the option to
     lower, a model or a training step that would not fit in memory."""
     available = available_bytes(device)
-    samples = cfg.iwae_k if cfg.estimator == "iwae" else cfg.particles
+    samples = cfg.iwae_k if cfg.estimator in estimators.IWAE_FAMILY else cfg.particles
 
     def refuse(need: float, what: str) -> None:
         raise VaeError(f"a training step needs about {need / GIB:.1f} GiB ({what}) but {available / GIB:.1f} GiB "
@@ -88,7 +88,7 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
 def lower(cfg: Config) -> str:
     """The options that set a step's size, as the user gave them."""
     options = ["--batch-size"]
-    if cfg.estimator == "iwae":
+    if cfg.estimator in estimators.IWAE_FAMILY:
         options.insert(0, "--iwae-k")
     elif cfg.particles > 1:
         options.insert(0, "--particles")
