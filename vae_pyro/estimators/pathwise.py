@@ -39,7 +39,7 @@ def detached(fn):
     return type(fn)(**params, validate_args=False)
 
 
-def _per_image(log_prob: torch.Tensor, k: int, n: int, nesting: int) -> torch.Tensor:
+def per_image(log_prob: torch.Tensor, k: int, n: int, nesting: int) -> torch.Tensor:
     """Sum over every dim but the particle plate's and the data plate's: (K, N)."""
     lp = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape) if log_prob.dim() < nesting + 1 \
         else log_prob
@@ -80,7 +80,7 @@ class PathwiseELBO(ELBO):
 
     def _model_log_prob(self, model_trace, n: int) -> torch.Tensor:
         model_trace.compute_log_prob()
-        return sum(_per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
+        return sum(per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
                    for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s))
 
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +92,7 @@ class PathwiseELBO(ELBO):
                   if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
         n = next(f.size for s in latent.values() for f in s["cond_indep_stack"] if f.dim == -1) if latent \
             else args[0].shape[0]
-        log_q = sum((_per_image(scale_and_mask(detached(s["fn"]).log_prob(s["value"]), s["scale"], s["mask"]),
+        log_q = sum((per_image(scale_and_mask(detached(s["fn"]).log_prob(s["value"]), s["scale"], s["mask"]),
                                 self.num_particles, n, self.max_plate_nesting) for s in latent.values()),
                     0.0)
         log_w = self._model_log_prob(model_trace, n) - log_q  # (K, N)

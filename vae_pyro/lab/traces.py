@@ -22,6 +22,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from vae_pyro.estimators.pathwise import per_image
 from vae_pyro.models.contract import OBSERVED, is_latent, is_sample
 
 
@@ -70,11 +71,7 @@ def particle_traces(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, 
 
 def _per_image(site: dict, k: int, n: int, nesting: int) -> torch.Tensor:
     """The site's log-density, unscaled and unmasked, summed over all but the particle and data dims: (K, N)."""
-    lp = site["fn"].log_prob(site["value"])
-    lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape) if lp.dim() < nesting + 1 else lp
-    if nesting > 1:
-        lp = lp.sum(tuple(range(-nesting, -1)))
-    return lp.expand(k, n)
+    return per_image(site["fn"].log_prob(site["value"]), k, n, nesting)
 
 
 class LogWeights(NamedTuple):
