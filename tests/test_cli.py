@@ -68,6 +68,8 @@ def test_a_bad_option_in_a_real_process_is_one_line_and_exit_2(tmp_path):
         (["--beta", "inf"], "--beta must be a finite number >= 0"),
         (["--seed", "-1"], "--seed must be an integer >= 0"),
         (["--model", "gan"], "unknown model 'gan'"),
+        (["--alpha", "0.3"], "--alpha applies to the renyi estimator only, not meanfield"),
+        (["--estimator", "renyi", "--alpha", "1"], "--alpha must be a finite number >= 0 other than 1"),
         (["--batch-size", "5000"], "--batch-size 5000 exceeds the 4000 training images"),
     ],
 )

@@ -145,3 +145,26 @@ def test_iwae_stl_guide_gradient_is_biased_for_k_above_1(vae_and_batch):
     stl, dreg = (projected_draws(n, vae, x, 400, seed, iwae_k=5) for n, seed in (("iwae-stl", 5), ("iwae-dreg", 6)))
     assert abs(z_score(stl["guide"], dreg["guide"])) > 4
     assert abs(z_score(stl["model"], dreg["model"])) < 4
+
+
+def renyi_value(vae, x, alpha: float, seed: int = 11, k: int = 5) -> float:
+    torch.manual_seed(seed)
+    return -estimators.make("renyi", iwae_k=k, alpha=alpha).value(vae, x) / len(x)
+
+
+def test_renyi_is_iwae_at_alpha_0_the_elbo_towards_1_and_falls_with_alpha(vae_and_batch):
+    """On the same draws: α = 0 is the IWAE bound exactly; as α → 1 it tends to the ELBO (the mean
+    log-weight); between, the bound falls as α grows (the power-mean inequality)."""
+    vae, x = vae_and_batch
+    torch.manual_seed(11)
+    iwae = -estimators.make("iwae", iwae_k=5).value(vae, x) / len(x)
+    assert renyi_value(vae, x, 0.0) == pytest.approx(iwae, rel=1e-12)
+    torch.manual_seed(11)
+    terms = traces.log_weights(vae, x, k=5)
+    elbo = terms.log_w.mean().item()
+    torch.manual_seed(11)
+    assert -estimators.make("trace", particles=5).value(vae, x) / len(x) == pytest.approx(elbo, rel=1e-9)
+    assert renyi_value(vae, x, 0.9999) == pytest.approx(elbo, abs=0.01)
+    values = [renyi_value(vae, x, a) for a in (0.0, 0.25, 0.5, 0.75, 0.99)]
+    assert all(a >= b for a, b in zip(values, values[1:])), values
+    assert values[0] - values[-1] > 0.1  # and not flat

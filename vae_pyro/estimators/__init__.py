@@ -11,13 +11,16 @@ and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `scor
 | `hand`          | ELBO  | analytic, closed form by hand    | reparameterised     |
 | `score`         | ELBO  | score function (+ baseline)      | score function      |
 | `iwae`          | IWAE, K samples (Burda et al. 2016)                 | reparameterised |
+| `renyi`         | Rényi bound of order α, K samples (Li & Turner 2016) | reparameterised |
 | `jit-trace`     | as `trace`, compiled by ``torch.jit.trace``                             |
 | `jit-meanfield` | as `meanfield`, compiled                                                |
 | `enum`          | ELBO, discrete guide sites enumerated exactly (``TraceEnum_ELBO``)      |
+| `stl`, `iwae-stl`, `iwae-dreg` | ELBO / IWAE with path-derivative guide gradients (``pathwise.py``) |
 
 `hand` is the model's own ``hand_loss`` (the VAE's is derived in ``vae_pyro/models/hand.py``).
 """
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,10 +48,12 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "stl": lambda **kw: PathwiseELBO("elbo", "stl", **kw),
     "iwae-stl": lambda **kw: PathwiseELBO("iwae", "stl", **kw),
     "iwae-dreg": lambda **kw: PathwiseELBO("iwae", "dreg", **kw),
+    "renyi": infer.RenyiELBO,
 }
 NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum", "stl", "iwae-stl",
-         "iwae-dreg")
-IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg")  # their samples per image are --iwae-k
+         "iwae-dreg", "renyi")
+IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi")  # their samples per image are --iwae-k
+RENYI_ALPHA = 0.5  # renyi's α when --alpha is not given
 BASELINES = ("none", "decaying", "neural")
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
@@ -162,7 +167,7 @@ def batch(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     return (x,) if y is None else (x, y)
 
 
-def check_options(name: str, particles: int, baseline: str) -> None:
+def check_options(name: str, particles: int, baseline: str, alpha: float | None = None) -> None:
     """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
@@ -172,6 +177,10 @@ def check_options(name: str, particles: int, baseline: str) -> None:
         raise VaeError(f"--particles does not apply to {name}, whose samples per image are K; use --iwae-k")
     if baseline != "none" and name != "score":
         raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
+    if alpha is not None and name != "renyi":
+        raise VaeError(f"--alpha applies to the renyi estimator only, not {name}; drop it")
+    if alpha is not None and not (alpha >= 0 and alpha != 1 and math.isfinite(alpha)):
+        raise VaeError(f"--alpha must be a finite number >= 0 other than 1 (the ELBO: use trace), got {alpha}")
     if baseline == "neural" and particles != 1:
         raise VaeError("--baseline neural predicts one value per image, so it needs --particles 1")
 
@@ -202,10 +211,11 @@ def check_model(name: str, module, guide_trace, model_trace) -> None:
 
 
 def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5, x_dim: int = 784,
-         max_plate_nesting: int = 1) -> Estimator:
+         max_plate_nesting: int = 1, alpha: float | None = None) -> Estimator:
     """Build estimator ``name`` (one of ``NAMES``, options as ``check_options`` accepts) with L =
-    ``particles`` samples per image. `iwae` draws K = ``iwae_k`` samples per image instead; `score`
-    uses ``baseline``. ``max_plate_nesting``: the model's (``lab.traces.plate_nesting``); given, so
+    ``particles`` samples per image. The IWAE family (``IWAE_FAMILY``) draws K = ``iwae_k`` samples per
+    image instead; `score` uses ``baseline``; `renyi` the order ``alpha`` (Li & Turner 2016;
+    ``RENYI_ALPHA`` when None). ``max_plate_nesting``: the model's (``lab.traces.plate_nesting``); given, so
     Pyro never guesses it by running the model, which would draw from the training RNG stream."""
     if name == "hand":
         return Estimator(name, particles, None)
@@ -213,7 +223,9 @@ def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5,
     # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution
     # with has_rsample=False across the particle plate (it tries to set a read-only property).
     vectorize = name != "score"
-    elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting)
+    extra = {"alpha": RENYI_ALPHA if alpha is None else alpha} if name == "renyi" else {}
+    elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting,
+                            **extra)
     net = None
     if baseline == "neural":
         net = nn.Sequential(mlp([x_dim, 100, 1], "relu"), nn.Flatten(0))

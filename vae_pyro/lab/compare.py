@@ -57,6 +57,8 @@ def config_for(options: dict, name: str) -> Config:
     opts = {**options, "estimator": name}
     if name != "score":
         opts.pop("baseline", None)
+    if name != "renyi":
+        opts.pop("alpha", None)
     if name in IWAE_FAMILY:
         opts.pop("particles", None)
     return Config(**opts)
