@@ -22,7 +22,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from vae_pyro.estimators.pathwise import per_image
+from vae_pyro.estimators.particles import per_image
 from vae_pyro.models.contract import OBSERVED, is_latent, is_sample
 
 

@@ -1,0 +1,108 @@
+"""The base of the multi-sample estimators written here: K (or M·K) draws per data point under one
+vectorised particle plate, per-image log-weights
+
+    log w_k = log p_θ(x, z_k) − log q_φ(z_k | x),      z_k ~ q_φ reparameterised,
+
+and a loss whose value is the bound and whose gradient is the estimator's:
+−(bound + surrogate − ⊥surrogate), ⊥ meaning no gradient. A subclass writes ``_surrogate_and_bound``.
+"""
+
+import math
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
+
+
+def detached(fn):
+    """The distribution ``fn`` with its parameters held fixed (no gradient to φ through log q)."""
+    if hasattr(fn, "base_dist"):  # Independent, or Pyro's expanded / masked wrappers
+        base = detached(fn.base_dist)
+        if isinstance(fn, torch.distributions.Independent):
+            return torch.distributions.Independent(base, fn.reinterpreted_batch_ndims)
+        return base.expand(fn.batch_shape) if fn.batch_shape != base.batch_shape else base
+    params = {name: getattr(fn, name).detach() for name in fn.arg_constraints if name in fn.__dict__}
+    return type(fn)(**params, validate_args=False)
+
+
+def per_image(log_prob: torch.Tensor, k: int, n: int, nesting: int) -> torch.Tensor:
+    """Sum over every dim but the particle plate's and the data plate's: (K, N)."""
+    lp = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape) if log_prob.dim() < nesting + 1 \
+        else log_prob
+    if nesting > 1:
+        lp = lp.sum(tuple(range(-nesting, -1)))
+    return lp.expand(k, n)
+
+
+class ParticleBound(ELBO):
+    """:param num_particles: draws per data point, vectorised under one particle plate.
+    :param max_plate_nesting: plates the model nests; the data plate must be at dim -1."""
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **kwargs):
+        kwargs["vectorize_particles"] = True  # the particles are always a vectorised plate here
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """One (model trace, guide trace) pair, as Pyro's ELBO interface asks (the estimators draw
+        their particles under one vectorised plate, ``log_weights``)."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def _particle_plate(self, fn):
+        def wrapped(*args, **kwargs):
+            with pyro.plate("num_particles_vectorized", self.num_particles, dim=-(self.max_plate_nesting + 1)):
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+    def _model_log_prob(self, model_trace, n: int) -> torch.Tensor:
+        model_trace.compute_log_prob()
+        return sum(per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
+                   for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s))
+
+    def log_weights(self, model, guide, args, kwargs, detach_q: bool = False):
+        """(log w: (draws, N), the drawn latents without gradient, N); with ``detach_q`` log q is taken
+        with the guide's parameters held fixed (z keeps its path)."""
+        guide_trace = poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(self._particle_plate(model), trace=guide_trace)
+                                    ).get_trace(*args, **kwargs)
+        latent = {name: s for name, s in guide_trace.nodes.items()
+                  if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
+        n = next(f.size for s in latent.values() for f in s["cond_indep_stack"] if f.dim == -1) if latent \
+            else args[0].shape[0]
+        log_q = sum((per_image(scale_and_mask((detached(s["fn"]) if detach_q else s["fn"]).log_prob(s["value"]),
+                                              s["scale"], s["mask"]), self.num_particles, n, self.max_plate_nesting)
+                     for s in latent.values()), 0.0)
+        fixed_z = {name: s["value"].detach() for name, s in latent.items()}
+        return self._model_log_prob(model_trace, n) - log_q, fixed_z, n
+
+    def log_p_at(self, model, fixed_z: dict, n: int, args, kwargs) -> torch.Tensor:
+        """log p_θ(x, z) per draw and image at latents ``fixed_z`` (no gradient through z): (draws, N)."""
+        trace = poutine.trace(poutine.condition(self._particle_plate(model), data=fixed_z)).get_trace(*args, **kwargs)
+        return self._model_log_prob(trace, n)
+
+    def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """−bound in value, the estimator in gradient: −(bound + surrogate − ⊥surrogate)."""
+        surrogate, bound = self._surrogate_and_bound(model, guide, *args, **kwargs)
+        return -(bound + surrogate - surrogate.detach())
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return -self._surrogate_and_bound(model, guide, *args, **kwargs)[1].item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/K) Σ_k exp(log_w_k) along ``dim``."""
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
