@@ -70,6 +70,8 @@ def test_a_bad_option_in_a_real_process_is_one_line_and_exit_2(tmp_path):
         (["--model", "gan"], "unknown model 'gan'"),
         (["--alpha", "0.3"], "--alpha applies to the renyi estimator only, not meanfield"),
         (["--estimator", "renyi", "--alpha", "1"], "--alpha must be a finite number >= 0 other than 1"),
+        (["--iwae-m", "3"], "--iwae-m applies to miwae and piwae only, not meanfield"),
+        (["--estimator", "ciwae", "--ciwae-beta", "1.5"], "--ciwae-beta must lie in [0, 1]"),
         (["--batch-size", "5000"], "--batch-size 5000 exceeds the 4000 training images"),
     ],
 )

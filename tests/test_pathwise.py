@@ -168,3 +168,45 @@ def test_renyi_is_iwae_at_alpha_0_the_elbo_towards_1_and_falls_with_alpha(vae_an
     values = [renyi_value(vae, x, a) for a in (0.0, 0.25, 0.5, 0.75, 0.99)]
     assert all(a >= b for a, b in zip(values, values[1:])), values
     assert values[0] - values[-1] > 0.1  # and not flat
+
+
+def one_draw(name: str, vae, x, seed: int = 13, **options) -> tuple[float, dict[str, torch.Tensor]]:
+    """One draw of estimator ``name``: its loss and its gradient, flattened per parameter group."""
+    groups = traces.parameter_groups(vae, x)
+    pyro.clear_param_store()
+    est = estimators.make(name, **options)
+    torch.manual_seed(seed)
+    vae.zero_grad(set_to_none=True)
+    loss = est.backward(vae, x)
+    grads = {g: torch.cat([p.grad.reshape(-1) for p in ps]) for g, ps in groups.items()}
+    vae.zero_grad(set_to_none=True)
+    return loss, grads
+
+
+@pytest.mark.parametrize("name, options, reference, reference_options", [
+    ("miwae", {"m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),      # one group: the IWAE bound
+    ("miwae", {"m": 5, "iwae_k": 1}, "trace", {"particles": 5}),  # groups of one: the ELBO
+    ("piwae", {"m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
+    ("ciwae", {"beta": 0.0, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
+    ("ciwae", {"beta": 1.0, "iwae_k": 5}, "trace", {"particles": 5}),
+])
+def test_rainforth_bounds_reduce_to_iwae_and_the_elbo_at_their_limits(vae_and_batch, name, options, reference,
+                                                                      reference_options):
+    """On the same draws: the same value and the same gradient, to float64 precision."""
+    vae, x = vae_and_batch
+    loss, grads = one_draw(name, vae, x, **options)
+    ref_loss, ref_grads = one_draw(reference, vae, x, **reference_options)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    for group in grads:
+        torch.testing.assert_close(grads[group], ref_grads[group], rtol=1e-8, atol=1e-10)
+
+
+def test_piwae_gives_theta_the_iwae_gradient_and_phi_the_miwae_gradient(vae_and_batch):
+    """PIWAE(M, K) on the same M·K draws: θ's gradient is IWAE_{M·K}'s, φ's is MIWAE_{M,K}'s."""
+    vae, x = vae_and_batch
+    _, piwae = one_draw("piwae", vae, x, m=3, iwae_k=4)
+    _, iwae = one_draw("iwae", vae, x, iwae_k=12)
+    _, miwae = one_draw("miwae", vae, x, m=3, iwae_k=4)
+    torch.testing.assert_close(piwae["model"], iwae["model"], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(piwae["guide"], miwae["guide"], rtol=1e-8, atol=1e-10)
+    assert not torch.allclose(iwae["guide"], miwae["guide"])  # and the two do differ

@@ -120,13 +120,14 @@ def gradient_stats(module: nn.Module, x: torch.Tensor, estimators: list[str], y:
                    draws: int = 100, seed: int = 0, **options: Any) -> pd.DataFrame:
     """Per-parameter gradient variance and SNR of each estimator, for the guide's (φ) and the model's (θ)
     parameters, at the module's current weights on batch (x, y). ``options``: estimator options
-    (``particles``, ``iwae_k``, ``baseline``, ``alpha``)."""
+    (``particles``, ``iwae_k``, ``baseline``, ``alpha``, ``iwae_m``, ``ciwae_beta``)."""
     nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
     rows = []
     for name in estimators:
         cfg = config_for(options, name)
         pyro.clear_param_store()
-        estimator = registry.make(name, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting, cfg.alpha)
+        estimator = registry.make(name, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting, cfg.alpha,
+                                  cfg.iwae_m, cfg.ciwae_beta)
         rows += [s.to_dict() for s in diagnostics.gradient_stats(estimator, module, x, draws, seed, y=y)]
     return pd.DataFrame(rows)
 

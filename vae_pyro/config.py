@@ -40,6 +40,8 @@ class Config:
     baseline: str = option("none", "score estimator's baseline: none, decaying, neural", estimators.BASELINES)
     iwae_k: int = option(5, "samples K per image of the iwae, iwae-stl, iwae-dreg and renyi bounds")
     alpha: float | None = option(None, "renyi's alpha >= 0, not 1 (0: the IWAE bound; towards 1: the ELBO) [0.5]")
+    iwae_m: int | None = option(None, "miwae / piwae: M groups of --iwae-k draws per image [4]")
+    ciwae_beta: float | None = option(None, "ciwae: weight beta of the ELBO against the IWAE bound, in [0, 1] [0.5]")
     z_dim: int | None = option(None, "latent dimensions [the model's: 20 for vae/cvae, 32 for ae]", model=True)
     hidden: tuple[int, ...] | None = option(None, "hidden layer sizes, e.g. 400 or 512,256; none: linear [400]",
                                             model=True)
@@ -74,7 +76,8 @@ class Config:
             allowed = f.metadata["choices"]
             if allowed and getattr(self, f.name) not in allowed:
                 raise VaeError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of {', '.join(allowed)}")
-        estimators.check_options(self.estimator, self.particles, self.baseline, self.alpha)
+        estimators.check_options(self.estimator, self.particles, self.baseline, self.alpha, self.iwae_m,
+                                 self.ciwae_beta)
         for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
             value = getattr(self, key)
             if value is not None and value < 1:

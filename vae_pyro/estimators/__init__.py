@@ -34,6 +34,7 @@ from torch import nn
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
 from vae_pyro.estimators.pathwise import PathwiseELBO
+from vae_pyro.estimators.rainforth import MultiSampleELBO
 from vae_pyro.models.contract import is_latent
 from vae_pyro.models.nets import mlp
 
@@ -49,11 +50,15 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "iwae-stl": lambda **kw: PathwiseELBO("iwae", "stl", **kw),
     "iwae-dreg": lambda **kw: PathwiseELBO("iwae", "dreg", **kw),
     "renyi": infer.RenyiELBO,
+    "miwae": lambda **kw: MultiSampleELBO("miwae", **kw),
+    "piwae": lambda **kw: MultiSampleELBO("piwae", **kw),
+    "ciwae": lambda **kw: MultiSampleELBO("ciwae", **kw),
 }
 NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum", "stl", "iwae-stl",
-         "iwae-dreg", "renyi")
-IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi")  # their samples per image are --iwae-k
-RENYI_ALPHA = 0.5  # renyi's α when --alpha is not given
+         "iwae-dreg", "renyi", "miwae", "piwae", "ciwae")
+IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae")  # samples per image: --iwae-k
+GROUPED = ("miwae", "piwae")  # M groups of K draws (--iwae-m)
+DEFAULTS = {"alpha": 0.5, "m": 4, "beta": 0.5}  # renyi's α, miwae/piwae's M, ciwae's β when not given
 BASELINES = ("none", "decaying", "neural")
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
@@ -167,7 +172,8 @@ def batch(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     return (x,) if y is None else (x, y)
 
 
-def check_options(name: str, particles: int, baseline: str, alpha: float | None = None) -> None:
+def check_options(name: str, particles: int, baseline: str, alpha: float | None = None, m: int | None = None,
+                  beta: float | None = None) -> None:
     """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
@@ -181,6 +187,14 @@ def check_options(name: str, particles: int, baseline: str, alpha: float | None 
         raise VaeError(f"--alpha applies to the renyi estimator only, not {name}; drop it")
     if alpha is not None and not (alpha >= 0 and alpha != 1 and math.isfinite(alpha)):
         raise VaeError(f"--alpha must be a finite number >= 0 other than 1 (the ELBO: use trace), got {alpha}")
+    if m is not None and name not in GROUPED:
+        raise VaeError(f"--iwae-m applies to miwae and piwae only, not {name}; drop it")
+    if m is not None and m < 1:
+        raise VaeError(f"--iwae-m must be a positive integer, got {m}")
+    if beta is not None and name != "ciwae":
+        raise VaeError(f"--ciwae-beta applies to the ciwae estimator only, not {name}; drop it")
+    if beta is not None and not 0 <= beta <= 1:
+        raise VaeError(f"--ciwae-beta must lie in [0, 1], got {beta}")
     if baseline == "neural" and particles != 1:
         raise VaeError("--baseline neural predicts one value per image, so it needs --particles 1")
 
@@ -211,11 +225,12 @@ def check_model(name: str, module, guide_trace, model_trace) -> None:
 
 
 def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5, x_dim: int = 784,
-         max_plate_nesting: int = 1, alpha: float | None = None) -> Estimator:
+         max_plate_nesting: int = 1, alpha: float | None = None, m: int | None = None,
+         beta: float | None = None) -> Estimator:
     """Build estimator ``name`` (one of ``NAMES``, options as ``check_options`` accepts) with L =
     ``particles`` samples per image. The IWAE family (``IWAE_FAMILY``) draws K = ``iwae_k`` samples per
-    image instead; `score` uses ``baseline``; `renyi` the order ``alpha`` (Li & Turner 2016;
-    ``RENYI_ALPHA`` when None). ``max_plate_nesting``: the model's (``lab.traces.plate_nesting``); given, so
+    image instead (miwae and piwae: ``m`` groups of K); `score` uses ``baseline``; `renyi` the order
+    ``alpha`` (Li & Turner 2016); ciwae the weight ``beta`` (``DEFAULTS`` for those not given). ``max_plate_nesting``: the model's (``lab.traces.plate_nesting``); given, so
     Pyro never guesses it by running the model, which would draw from the training RNG stream."""
     if name == "hand":
         return Estimator(name, particles, None)
@@ -223,7 +238,9 @@ def make(name: str, particles: int = 1, baseline: str = "none", iwae_k: int = 5,
     # score's particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution
     # with has_rsample=False across the particle plate (it tries to set a read-only property).
     vectorize = name != "score"
-    extra = {"alpha": RENYI_ALPHA if alpha is None else alpha} if name == "renyi" else {}
+    given = {"alpha": alpha, "m": m, "beta": beta}
+    extra = {key: DEFAULTS[key] if given[key] is None else given[key]
+             for key in {"renyi": ["alpha"], "miwae": ["m"], "piwae": ["m"], "ciwae": ["beta"]}.get(name, [])}
     elbo = PYRO_ELBOS[name](num_particles=samples, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting,
                             **extra)
     net = None

@@ -59,6 +59,10 @@ def config_for(options: dict, name: str) -> Config:
         opts.pop("baseline", None)
     if name != "renyi":
         opts.pop("alpha", None)
+    if name not in ("miwae", "piwae"):
+        opts.pop("iwae_m", None)
+    if name != "ciwae":
+        opts.pop("ciwae_beta", None)
     if name in IWAE_FAMILY:
         opts.pop("particles", None)
     return Config(**opts)

@@ -65,6 +65,8 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     lower, a model or a training step that would not fit in memory."""
     available = available_bytes(device)
     samples = cfg.iwae_k if cfg.estimator in estimators.IWAE_FAMILY else cfg.particles
+    if cfg.estimator in estimators.GROUPED:
+        samples *= cfg.iwae_m or estimators.DEFAULTS["m"]
 
     def refuse(need: float, what: str) -> None:
         raise VaeError(f"a training step needs about {need / GIB:.1f} GiB ({what}) but {available / GIB:.1f} GiB "
