@@ -77,7 +77,7 @@ class Config:
             if allowed and getattr(self, f.name) not in allowed:
                 raise VaeError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of {', '.join(allowed)}")
         estimators.check_options(self.estimator, self.particles, self.baseline, self.alpha, self.iwae_m,
-                                 self.ciwae_beta)
+                                 self.ciwae_beta, self.iwae_k)
         for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
             value = getattr(self, key)
             if value is not None and value < 1:

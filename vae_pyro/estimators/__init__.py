@@ -35,6 +35,7 @@ from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
 from vae_pyro.estimators.pathwise import PathwiseELBO
 from vae_pyro.estimators.rainforth import MultiSampleELBO
+from vae_pyro.estimators.vimco import VIMCO
 from vae_pyro.models.contract import is_latent
 from vae_pyro.models.nets import mlp
 
@@ -53,10 +54,11 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "miwae": lambda **kw: MultiSampleELBO("miwae", **kw),
     "piwae": lambda **kw: MultiSampleELBO("piwae", **kw),
     "ciwae": lambda **kw: MultiSampleELBO("ciwae", **kw),
+    "vimco": VIMCO,
 }
 NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum", "stl", "iwae-stl",
-         "iwae-dreg", "renyi", "miwae", "piwae", "ciwae")
-IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae")  # samples per image: --iwae-k
+         "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")
+IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")  # samples per image: --iwae-k
 GROUPED = ("miwae", "piwae")  # M groups of K draws (--iwae-m)
 DEFAULTS = {"alpha": 0.5, "m": 4, "beta": 0.5}  # renyi's α, miwae/piwae's M, ciwae's β when not given
 BASELINES = ("none", "decaying", "neural")
@@ -173,7 +175,7 @@ def batch(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
 
 
 def check_options(name: str, particles: int, baseline: str, alpha: float | None = None, m: int | None = None,
-                  beta: float | None = None) -> None:
+                  beta: float | None = None, iwae_k: int = 5) -> None:
     """Refuse combinations an estimator cannot use, with the fix."""
     if name not in NAMES:
         raise VaeError(f"unknown estimator {name!r}; choose one of {', '.join(NAMES)}")
@@ -187,6 +189,8 @@ def check_options(name: str, particles: int, baseline: str, alpha: float | None 
         raise VaeError(f"--alpha applies to the renyi estimator only, not {name}; drop it")
     if alpha is not None and not (alpha >= 0 and alpha != 1 and math.isfinite(alpha)):
         raise VaeError(f"--alpha must be a finite number >= 0 other than 1 (the ELBO: use trace), got {alpha}")
+    if name == "vimco" and iwae_k < 2:
+        raise VaeError("vimco's leave-one-out baselines need at least two draws per image; use --iwae-k 2 or more")
     if m is not None and name not in GROUPED:
         raise VaeError(f"--iwae-m applies to miwae and piwae only, not {name}; drop it")
     if m is not None and m < 1:
@@ -208,7 +212,7 @@ def check_model(name: str, module, guide_trace, model_trace) -> None:
     if name == "hand" and not callable(getattr(module, "hand_loss", None)):
         raise VaeError(f"the hand estimator needs the model's own hand_loss(x, y=None, particles=1, eps=None), "
                        f"and {model} has none; choose a Pyro estimator such as meanfield")
-    if name in ("meanfield", "jit-meanfield", "stl", *IWAE_FAMILY) and discrete:
+    if name in ("meanfield", "jit-meanfield", "stl", *IWAE_FAMILY) and name != "vimco" and discrete:
         raise VaeError(f"{name} needs a reparameterised sample at every latent site, and {model}'s "
                        f"{', '.join(discrete)} has none (it would get no gradient through it); use trace, score or enum")
     if name in ("meanfield", "jit-meanfield"):

@@ -66,7 +66,8 @@ class ParticleBound(ELBO):
 
     def log_weights(self, model, guide, args, kwargs, detach_q: bool = False):
         """(log w: (draws, N), the drawn latents without gradient, N); with ``detach_q`` log q is taken
-        with the guide's parameters held fixed (z keeps its path)."""
+        with the guide's parameters held fixed (z keeps its path). Leaves ``self.score_log_q``: log q
+        of the sites without a reparameterised sample, per draw and image (what a score function needs)."""
         guide_trace = poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(self._particle_plate(model), trace=guide_trace)
                                     ).get_trace(*args, **kwargs)
@@ -78,6 +79,9 @@ class ParticleBound(ELBO):
                                               s["scale"], s["mask"]), self.num_particles, n, self.max_plate_nesting)
                      for s in latent.values()), 0.0)
         fixed_z = {name: s["value"].detach() for name, s in latent.items()}
+        self.score_log_q = sum((per_image(scale_and_mask(s["fn"].log_prob(s["value"]), s["scale"], s["mask"]),
+                                          self.num_particles, n, self.max_plate_nesting)
+                                for s in latent.values() if not s["fn"].has_rsample), 0.0)
         return self._model_log_prob(model_trace, n) - log_q, fixed_z, n
 
     def log_p_at(self, model, fixed_z: dict, n: int, args, kwargs) -> torch.Tensor:

@@ -77,10 +77,11 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
         refuse(params, "the parameters, their gradients and Adam's moments")
     module = build_model(cfg, data, device)
     x, y = data.train_x[:4], labels(module, data.train_y[:4])
-    probe = estimators.make(cfg.estimator.removeprefix("jit-"), 1, cfg.baseline, 1, x.shape[1],
+    probe_k = 2 if cfg.estimator == "vimco" else 1  # the fewest draws the estimator takes
+    probe = estimators.make(cfg.estimator.removeprefix("jit-"), 1, cfg.baseline, probe_k, x.shape[1],
                             traces.plate_nesting(module, x, y))
     two, four = (saved_bytes(module, probe, x[:n], None if y is None else y[:n]) for n in (2, 4))
-    per_image = max(0.0, (four - two) / 2)  # the slope in the batch size: what grows with images and samples
+    per_image = max(0.0, (four - two) / 2 / probe_k)  # the slope in the batch: what grows with images and samples
     need = params + max(0.0, two - 2 * per_image) + per_image * cfg.batch_size * samples
     if need > HEADROOM * available:
         refuse(need, f"{per_image * samples / 2**20:.1f} MiB per image at {samples} sample(s), batch {cfg.batch_size}")
