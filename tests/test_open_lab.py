@@ -215,3 +215,13 @@ def test_linear_example_every_bound_below_exact_and_is_reaches_it_as_k_grows(tmp
         assert mean > -4 * se  # a lower bound in expectation
         gaps[k] = mean
     assert gaps[1] > gaps[10] > gaps[100] > gaps[1000] and gaps[1000] < 0.1 * gaps[1]
+
+
+def test_mixture_prior_compares_vimco_with_trace_and_enum(small, tmp_path):
+    """The estimators for a discrete site, side by side; vimco has no gradient row at K = 1."""
+    result = vp.compare(f"{EXAMPLES / 'mixture_prior.py'}:MixturePriorVAE", small, ["trace", "enum", "vimco"],
+                        out=tmp_path / "c", epochs=1, batch_size=100, width=32, **FAST)
+    assert list(result.table["estimator"]) == ["trace", "enum", "vimco"]
+    assert "test_cluster_accuracy_c" in result.table
+    labels = set(result.gradients["estimator"])
+    assert {"vimco-5", "vimco-50"} <= labels and "vimco-1" not in labels  # K = 1 has no leave-one-out

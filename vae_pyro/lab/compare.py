@@ -123,7 +123,7 @@ def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
     specs = []
     for name in names:
         if name in IWAE_FAMILY:
-            ks = sorted({*SNR_KS, config_for(options, name).iwae_k})
+            ks = sorted(k for k in {*SNR_KS, config_for(options, name).iwae_k} if k >= (2 if name == "vimco" else 1))
             specs += [(f"{name}-{k}", config_for({**options, "iwae_k": k}, name)) for k in ks]
         else:
             specs.append((name, config_for(options, name)))
