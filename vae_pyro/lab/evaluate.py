@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vae_pyro.estimators.particles import log_mean_exp
 from vae_pyro.lab import traces
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
 from vae_pyro.lab.runs import write_json
@@ -61,7 +62,7 @@ def is_log_likelihood(module: nn.Module, x: torch.Tensor, y: LABELS = None, k: i
             step = max(1, rows // len(xb))
             log_w = torch.cat([traces.log_weights(module, xb, yb, min(step, k - start), nesting).log_w
                                for start in range(0, k, step)])
-            out.append(traces.log_mean_exp(log_w.double()))
+            out.append(log_mean_exp(log_w.double()))
     return torch.cat(out)
 
 

@@ -12,7 +12,6 @@ their log-densities cancel and they are left out. Densities are the model's own:
 and ``poutine.mask`` (a KL weight β, a warm-up) weight training, not the quantities measured here.
 """
 
-import math
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -173,8 +172,3 @@ def recon_at_mean(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
     model_tr = poutine.trace(poutine.replay(module.model, trace=guide_tr)).get_trace(*_args(x, y))
     observed = [s for s in model_tr.nodes.values() if is_sample(s) and s["is_observed"]]
     return sum(_per_image(s, 1, len(x), nesting) for s in observed)[0]
-
-
-def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """log (1/K) Σ_k exp(log_w_k), stably."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
