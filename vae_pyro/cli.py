@@ -143,7 +143,7 @@ def cmd_gradvar(args: argparse.Namespace) -> None:
     run = restore_run(args.run, args.device)
     x, y = fixed_batch(run.data, run.config, getattr(run.module, "conditional", False))
     options = {k: v for k, v in run.config.to_dict().items() if k != "estimator"}
-    rows = gradient_rows(gradient_specs(args.estimators, options), run.module, run.data, x, y, str(args.run),
+    rows = gradient_rows(gradient_specs(args.estimators, options), run.module, x, y, str(args.run),
                          args.draws, progress=True)
     write_json(Path(args.run) / "gradvar.json", rows)
     print(f"{'estimator':14}{'group':>9}{'variance':>13}{'SNR':>9}   ({args.draws} draws, {len(x)} images)")

@@ -60,7 +60,10 @@ NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfi
          "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")
 IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")  # samples per image: --iwae-k
 GROUPED = ("miwae", "piwae")  # M groups of K draws (--iwae-m)
-DEFAULTS = {"alpha": 0.5, "m": 4, "beta": 0.5}  # renyi's α, miwae/piwae's M, ciwae's β when not given
+DEFAULTS = {"alpha": 0.5, "m": 4, "beta": 0.5}
+# options only some estimators take (Config field -> those estimators): refused for the others, and
+# dropped from the others' configurations when a comparison shares one set of options
+OWNED_OPTIONS = {"baseline": ("score",), "alpha": ("renyi",), "iwae_m": GROUPED, "ciwae_beta": ("ciwae",)}  # renyi's α, miwae/piwae's M, ciwae's β when not given
 BASELINES = ("none", "decaying", "neural")
 
 # torch.jit.trace warns about every Python-level shape read in a Pyro model, and that it is
@@ -183,20 +186,17 @@ def check_options(name: str, particles: int, baseline: str, alpha: float | None 
         raise VaeError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if name in IWAE_FAMILY and particles != 1:
         raise VaeError(f"--particles does not apply to {name}, whose samples per image are K; use --iwae-k")
-    if baseline != "none" and name != "score":
-        raise VaeError(f"--baseline applies to the score estimator only, not {name}; drop it")
-    if alpha is not None and name != "renyi":
-        raise VaeError(f"--alpha applies to the renyi estimator only, not {name}; drop it")
+    given = {"baseline": None if baseline == "none" else baseline, "alpha": alpha, "iwae_m": m, "ciwae_beta": beta}
+    for key, owners in OWNED_OPTIONS.items():
+        if given[key] is not None and name not in owners:
+            who = f"the {owners[0]} estimator" if len(owners) == 1 else " and ".join(owners)
+            raise VaeError(f"--{key.replace('_', '-')} applies to {who} only, not {name}; drop it")
     if alpha is not None and not (alpha >= 0 and alpha != 1 and math.isfinite(alpha)):
         raise VaeError(f"--alpha must be a finite number >= 0 other than 1 (the ELBO: use trace), got {alpha}")
     if name == "vimco" and iwae_k < 2:
         raise VaeError("vimco's leave-one-out baselines need at least two draws per image; use --iwae-k 2 or more")
-    if m is not None and name not in GROUPED:
-        raise VaeError(f"--iwae-m applies to miwae and piwae only, not {name}; drop it")
     if m is not None and m < 1:
         raise VaeError(f"--iwae-m must be a positive integer, got {m}")
-    if beta is not None and name != "ciwae":
-        raise VaeError(f"--ciwae-beta applies to the ciwae estimator only, not {name}; drop it")
     if beta is not None and not 0 <= beta <= 1:
         raise VaeError(f"--ciwae-beta must lie in [0, 1], got {beta}")
     if baseline == "neural" and particles != 1:

@@ -26,7 +26,7 @@ from vae_pyro import data as datasets
 from vae_pyro import estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
-from vae_pyro.estimators import IWAE_FAMILY, NAMES
+from vae_pyro.estimators import IWAE_FAMILY, NAMES, OWNED_OPTIONS
 from vae_pyro.lab import diagnostics, distributed, traces
 from vae_pyro.lab.evaluate import evaluate
 from vae_pyro.lab.experiment import (
@@ -55,14 +55,9 @@ DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
 def config_for(options: dict, name: str) -> Config:
     """The run of estimator ``name``: the shared options, minus those it cannot take."""
     opts = {**options, "estimator": name}
-    if name != "score":
-        opts.pop("baseline", None)
-    if name != "renyi":
-        opts.pop("alpha", None)
-    if name not in ("miwae", "piwae"):
-        opts.pop("iwae_m", None)
-    if name != "ciwae":
-        opts.pop("ciwae_beta", None)
+    for key, owners in OWNED_OPTIONS.items():
+        if name not in owners:
+            opts.pop(key, None)
     if name in IWAE_FAMILY:
         opts.pop("particles", None)
     return Config(**opts)
@@ -130,7 +125,7 @@ def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
     return specs
 
 
-def gradient_rows(specs: list[tuple[str, Config]], module: nn.Module, data: Data, x: torch.Tensor,
+def gradient_rows(specs: list[tuple[str, Config]], module: nn.Module, x: torch.Tensor,
                   y: torch.Tensor | None, point: str, draws: int, progress: bool,
                   score_state: dict | None = None) -> list[dict]:
     """Gradient statistics of every estimator at the module's current parameters, on batch (x, y).
@@ -139,7 +134,7 @@ def gradient_rows(specs: list[tuple[str, Config]], module: nn.Module, data: Data
     """
     rows = []
     for label, cfg in specs:
-        estimator = make_estimator(cfg, module, data.train_x, labels(module, data.train_y))
+        estimator = make_estimator(cfg, module, x, y)
         pyro.clear_param_store()
         if score_state is not None and cfg.estimator == "score":
             estimator.load_state_dict(score_state)
@@ -222,10 +217,10 @@ def report(names: list[str], options: dict, configs: dict[str, Config], trained:
     x, y = fixed_batch(data, base, getattr(modules[reference], "conditional", False))
     specs = gradient_specs(names, options)
     device = data.train_x.device
-    grads = gradient_rows(specs, build_model(base, data, device), data, x, y, "initialisation", grad_draws, progress)
-    grads += gradient_rows(specs, modules[reference], data, x, y, f"{reference}'s trained weights", grad_draws,
+    grads = gradient_rows(specs, build_model(base, data, device), x, y, "initialisation", grad_draws, progress)
+    grads += gradient_rows(specs, modules[reference], x, y, f"{reference}'s trained weights", grad_draws,
                            progress, trained["score"][2] if "score" in names else None)
-    losses = _loss_draws(configs, modules[reference], data, x, y, loss_draws)
+    losses = _loss_draws(configs, modules[reference], x, y, loss_draws)
 
     summary = _summary(names, configs, histories, evaluations, grads, losses, k)
     summary.update({"reference": reference, "command": command, "machine": machine(), "model": base.model})
@@ -253,12 +248,12 @@ def _evaluation(run_dir: Path, module: nn.Module, data: Data, epochs: int, k: in
     return result
 
 
-def _loss_draws(configs: dict[str, Config], module: nn.Module, data: Data, x: torch.Tensor, y: torch.Tensor | None,
+def _loss_draws(configs: dict[str, Config], module: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
                 draws: int) -> dict[str, dict]:
     out = {}
     for name, cfg in configs.items():
         pyro.clear_param_store()
-        estimator = make_estimator(cfg, module, data.train_x, labels(module, data.train_y))
+        estimator = make_estimator(cfg, module, x, y)
         values = diagnostics.loss_draws(estimator, module, x, draws, y=y)
         out[name] = {"mean": values.mean().item(), "std": values.std().item(), "draws": values.tolist()}
     return out

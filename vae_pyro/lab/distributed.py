@@ -21,7 +21,6 @@ from torch.nn.parallel import DistributedDataParallel
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
 from vae_pyro.lab.trainers import load_optimizer
-from vae_pyro.models import hand
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def from_leader(make, world: World):
 class Objective(nn.Module):
     """The module DDP wraps: forward(x, y) = ranks × this rank's loss, differentiable.
 
-    ``eps`` (the hand-derived estimator only) fixes the reparameterisation noise, which is how a
+    ``eps`` (through the model's ``hand_loss``) fixes the reparameterisation noise, which is how a
     test compares a distributed step with a single-process one on the same ε.
     """
 
@@ -109,7 +108,7 @@ class Objective(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
         if eps is not None:
-            return self.world_size * hand.loss(self.vae, x, y, eps=eps)
+            return self.world_size * self.vae.hand_loss(x, y, eps=eps)
         return self.world_size * self.estimator.loss(self.vae, x, y)
 
 

@@ -22,7 +22,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from vae_pyro.estimators.particles import per_image
-from vae_pyro.models.contract import OBSERVED, is_latent, is_sample
+from vae_pyro.models.contract import OBSERVED, is_latent, is_sample, run_traces
 
 
 @contextmanager
@@ -43,8 +43,7 @@ def plate_nesting(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
     (drawn on a forked RNG: the caller's random stream is left as it was)."""
     nesting = 1
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        guide_tr = poutine.trace(module.guide).get_trace(*_args(x, y))
-        model_tr = poutine.trace(poutine.replay(module.model, trace=guide_tr)).get_trace(*_args(x, y))
+        guide_tr, model_tr = run_traces(module, x, y)
     for trace in (guide_tr, model_tr):
         for site in trace.nodes.values():
             if is_sample(site):

@@ -17,10 +17,10 @@ import seaborn as sns  # noqa: E402
 
 from vae_pyro.lab import traces  # noqa: E402
 from vae_pyro.lab.runs import atomic_write  # noqa: E402
+from vae_pyro.models.nets import SIDE  # noqa: E402 - images are SIDE x SIDE, as the conv nets take them
 
 sns.set_theme(style="whitegrid", context="notebook")
 DPI = 100  # a figure of (w, h) inches is a PNG of (100 w, 100 h) pixels
-SIDE = 28
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
@@ -53,7 +53,7 @@ def curves(histories: dict[str, list[dict]], path: Path) -> Path:
 
 
 def gradients(stats: list[dict], path: Path) -> Path:
-    """Per-parameter gradient variance (log scale) and SNR, encoder vs decoder, per estimator and point."""
+    """Per-parameter gradient variance (log scale) and SNR, guide (φ) vs model (θ), per estimator and point."""
     df = pd.DataFrame(stats)
     points = list(dict.fromkeys(df["point"]))
     fig, axes = plt.subplots(2, len(points), figsize=(6.5 * len(points), 7.5), squeeze=False)
