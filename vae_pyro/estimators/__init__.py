@@ -16,6 +16,9 @@ and takes ``particles`` = L Monte-Carlo samples per image, vectorised (for `scor
 | `jit-meanfield` | as `meanfield`, compiled                                                |
 | `enum`          | ELBO, discrete guide sites enumerated exactly (``TraceEnum_ELBO``)      |
 | `stl`, `iwae-stl`, `iwae-dreg` | ELBO / IWAE with path-derivative guide gradients (``pathwise.py``) |
+| `miwae`, `piwae`, `ciwae` | Rainforth et al. 2018's bounds (``rainforth.py``)                         |
+| `vimco`         | IWAE, multi-sample score function with leave-one-out baselines (``vimco.py``) |
+| `rws`           | IWAE's θ gradient; φ by wake-φ, the inclusive KL (``rws.py``)           |
 
 `hand` is the model's own ``hand_loss`` (the VAE's is derived in ``vae_pyro/models/hand.py``).
 """
@@ -35,6 +38,7 @@ from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
 from vae_pyro.estimators.pathwise import PathwiseELBO
 from vae_pyro.estimators.rainforth import MultiSampleELBO
+from vae_pyro.estimators.rws import ReweightedWakeSleep
 from vae_pyro.estimators.vimco import VIMCO
 from vae_pyro.models.contract import is_latent
 from vae_pyro.models.nets import mlp
@@ -55,10 +59,13 @@ PYRO_ELBOS: dict[str, Callable[..., infer.ELBO]] = {
     "piwae": lambda **kw: MultiSampleELBO("piwae", **kw),
     "ciwae": lambda **kw: MultiSampleELBO("ciwae", **kw),
     "vimco": VIMCO,
+    "rws": ReweightedWakeSleep,
 }
 NAMES = ("trace", "meanfield", "hand", "score", "iwae", "jit-trace", "jit-meanfield", "enum", "stl", "iwae-stl",
-         "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")
-IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco")  # samples per image: --iwae-k
+         "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco", "rws")
+# samples per image: --iwae-k
+IWAE_FAMILY = ("iwae", "iwae-stl", "iwae-dreg", "renyi", "miwae", "piwae", "ciwae", "vimco", "rws")
+PATHLESS = ("vimco", "rws")  # of the IWAE family, those that need no reparameterised sample, and K >= 2
 GROUPED = ("miwae", "piwae")  # M groups of K draws (--iwae-m)
 DEFAULTS = {"alpha": 0.5, "m": 4, "beta": 0.5}
 # options only some estimators take (Config field -> those estimators): refused for the others, and
@@ -193,8 +200,9 @@ def check_options(name: str, particles: int, baseline: str, alpha: float | None 
             raise VaeError(f"--{key.replace('_', '-')} applies to {who} only, not {name}; drop it")
     if alpha is not None and not (alpha >= 0 and alpha != 1 and math.isfinite(alpha)):
         raise VaeError(f"--alpha must be a finite number >= 0 other than 1 (the ELBO: use trace), got {alpha}")
-    if name == "vimco" and iwae_k < 2:
-        raise VaeError("vimco's leave-one-out baselines need at least two draws per image; use --iwae-k 2 or more")
+    if name in PATHLESS and iwae_k < 2:
+        why = {"vimco": "leave-one-out baselines", "rws": "self-normalised weights"}[name]
+        raise VaeError(f"{name}'s {why} need at least two draws per image; use --iwae-k 2 or more")
     if m is not None and m < 1:
         raise VaeError(f"--iwae-m must be a positive integer, got {m}")
     if beta is not None and not 0 <= beta <= 1:
@@ -212,7 +220,7 @@ def check_model(name: str, module, guide_trace, model_trace) -> None:
     if name == "hand" and not callable(getattr(module, "hand_loss", None)):
         raise VaeError(f"the hand estimator needs the model's own hand_loss(x, y=None, particles=1, eps=None), "
                        f"and {model} has none; choose a Pyro estimator such as meanfield")
-    if name in ("meanfield", "jit-meanfield", "stl", *IWAE_FAMILY) and name != "vimco" and discrete:
+    if name in ("meanfield", "jit-meanfield", "stl", *IWAE_FAMILY) and name not in PATHLESS and discrete:
         raise VaeError(f"{name} needs a reparameterised sample at every latent site, and {model}'s "
                        f"{', '.join(discrete)} has none (it would get no gradient through it); use trace, score or enum")
     if name in ("meanfield", "jit-meanfield"):

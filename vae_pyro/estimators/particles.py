@@ -59,7 +59,7 @@ class ParticleBound(ELBO):
 
         return wrapped
 
-    def _model_log_prob(self, model_trace, n: int) -> torch.Tensor:
+    def _log_density(self, model_trace, n: int) -> torch.Tensor:
         model_trace.compute_log_prob()
         return sum(per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
                    for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s))
@@ -71,10 +71,7 @@ class ParticleBound(ELBO):
         guide_trace = poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(self._particle_plate(model), trace=guide_trace)
                                     ).get_trace(*args, **kwargs)
-        latent = {name: s for name, s in guide_trace.nodes.items()
-                  if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
-        n = next(f.size for s in latent.values() for f in s["cond_indep_stack"] if f.dim == -1) if latent \
-            else args[0].shape[0]
+        latent, n = self._latents(guide_trace, args)
         log_q = sum((per_image(scale_and_mask((detached(s["fn"]) if detach_q else s["fn"]).log_prob(s["value"]),
                                               s["scale"], s["mask"]), self.num_particles, n, self.max_plate_nesting)
                      for s in latent.values()), 0.0)
@@ -82,12 +79,28 @@ class ParticleBound(ELBO):
         self.score_log_q = sum((per_image(scale_and_mask(s["fn"].log_prob(s["value"]), s["scale"], s["mask"]),
                                           self.num_particles, n, self.max_plate_nesting)
                                 for s in latent.values() if not s["fn"].has_rsample), 0.0)
-        return self._model_log_prob(model_trace, n) - log_q, fixed_z, n
+        return self._log_density(model_trace, n) - log_q, fixed_z, n
 
-    def log_p_at(self, model, fixed_z: dict, n: int, args, kwargs) -> torch.Tensor:
-        """log p_θ(x, z) per draw and image at latents ``fixed_z`` (no gradient through z): (draws, N)."""
-        trace = poutine.trace(poutine.condition(self._particle_plate(model), data=fixed_z)).get_trace(*args, **kwargs)
-        return self._model_log_prob(trace, n)
+    @staticmethod
+    def _latents(guide_trace, args) -> tuple[dict[str, dict], int]:
+        """The guide trace's latent sites, and N, the size of the data plate."""
+        latent = {name: s for name, s in guide_trace.nodes.items()
+                  if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
+        n = next(f.size for s in latent.values() for f in s["cond_indep_stack"] if f.dim == -1) if latent \
+            else args[0].shape[0]
+        return latent, n
+
+    def draw(self, guide, args, kwargs) -> tuple[dict[str, torch.Tensor], int]:
+        """(latents drawn from the guide with no gradient, N): the draws of an estimator that needs no path."""
+        with torch.no_grad():
+            latent, n = self._latents(poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs), args)
+        return {name: s["value"] for name, s in latent.items()}, n
+
+    def log_p_at(self, program, fixed_z: dict, n: int, args, kwargs) -> torch.Tensor:
+        """Σ of the program's log-densities per draw and image with its latents at ``fixed_z`` (no gradient
+        through z): log p_θ(x, z) for the model, log q_φ(z | x) for the guide. Shape (draws, N)."""
+        trace = poutine.trace(poutine.condition(self._particle_plate(program), data=fixed_z)).get_trace(*args, **kwargs)
+        return self._log_density(trace, n)
 
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

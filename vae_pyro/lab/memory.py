@@ -77,7 +77,7 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
         refuse(params, "the parameters, their gradients and Adam's moments")
     module = build_model(cfg, data, device)
     x, y = data.train_x[:4], labels(module, data.train_y[:4])
-    probe_k = 2 if cfg.estimator == "vimco" else 1  # the fewest draws the estimator takes
+    probe_k = 2 if cfg.estimator in estimators.PATHLESS else 1  # the fewest draws the estimator takes
     probe = estimators.make(cfg.estimator.removeprefix("jit-"), 1, cfg.baseline, probe_k, x.shape[1],
                             traces.plate_nesting(module, x, y))
     two, four = (saved_bytes(module, probe, x[:n], None if y is None else y[:n]) for n in (2, 4))
