@@ -84,3 +84,79 @@ def test_jobs_train_in_separate_processes_and_give_the_same_numbers(compared, tm
     for row in parallel["estimators"]:
         for key in ("test_elbo", "test_is_log_likelihood_k10"):
             assert row[key] == pytest.approx(rows[row["estimator"]][key], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def compared_seeds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seeds") / "cmp"
+    summary = compare(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
+                      loss_draws=10, progress=False, seeds=3)
+    return out, summary
+
+
+def test_seeds_repeat_the_comparison_in_their_own_folders(compared_seeds):
+    out, summary = compared_seeds
+    assert summary["seeds"] == [0, 1, 2]
+    for name in ("compare.json", "summary.json", "summary.csv", "report.md"):
+        assert (out / name).stat().st_size > 0
+    for figure in ("curves", "seeds", "gradients"):
+        assert f"figures/{figure}.png" in (out / "report.md").read_text()
+    per_seed = {s: json.loads((out / f"seed-{s}" / "summary.json").read_text()) for s in (0, 1, 2)}
+    for s, seed_summary in per_seed.items():
+        assert seed_summary["seed"] == s
+        assert json.loads((out / f"seed-{s}" / "trace" / "config.json").read_text())["seed"] == s
+    elbos = [per_seed[s]["estimators"][0]["test_elbo"] for s in (0, 1, 2)]
+    assert len(set(elbos)) == 3  # the seeds are different runs
+
+
+def test_seed_rows_hold_means_ses_and_paired_intervals(compared_seeds):
+    """Mean and se over seeds, and the paired difference to meanfield with its 95% Student-t interval,
+    recomputed here from the per-seed summaries."""
+    from scipy.stats import t
+
+    out, summary = compared_seeds
+    per_seed = [{r["estimator"]: r for r in json.loads((out / f"seed-{s}" / "summary.json").read_text())["estimators"]}
+                for s in (0, 1, 2)]
+    rows = {r["estimator"]: r for r in summary["estimators"]}
+    values = [p["trace"]["test_is_log_likelihood_k10"] for p in per_seed]
+    diffs = [p["trace"]["test_is_log_likelihood_k10"] - p["meanfield"]["test_is_log_likelihood_k10"] for p in per_seed]
+    mean = sum(values) / 3
+    se = (sum((v - mean) ** 2 for v in values) / 2 / 3) ** 0.5
+    row = rows["trace"]
+    assert row["test_is_log_likelihood_k10"] == pytest.approx(mean, rel=1e-12)
+    assert row["test_is_log_likelihood_k10_se"] == pytest.approx(se, rel=1e-9)
+    d = sum(diffs) / 3
+    half = t.ppf(0.975, 2) * (sum((x - d) ** 2 for x in diffs) / 2 / 3) ** 0.5
+    assert (row["test_is_log_likelihood_k10_diff_lo"], row["test_is_log_likelihood_k10_diff_hi"]) == \
+        pytest.approx((d - half, d + half), rel=1e-9)
+    assert "test_elbo_diff" not in rows["meanfield"]  # the reference
+    assert abs(rows["hand"]["test_elbo_diff"]) < 1e-3  # the same estimator, on the same ε
+    assert "Δ vs `meanfield` [95%]" in (out / "report.md").read_text()
+    assert {g["unit"] for g in summary["gradient_table"]} == {"seed"}
+    assert {(g["seed"], g["batch"]) for g in summary["gradients"]} == {(s, b) for s in (0, 1, 2) for b in (0, 1)}
+
+
+def test_seeds_resume_and_refuse_another_count(compared_seeds):
+    out, summary = compared_seeds
+    before = (out / "seed-2" / "hand" / "checkpoint.pt").stat().st_mtime_ns
+    again = compare(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
+                    loss_draws=10, progress=False, seeds=3, resume=True)
+    assert (out / "seed-2" / "hand" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert again["estimators"] == summary["estimators"]
+    with pytest.raises(VaeError, match="over 3 seed\\(s\\), asked trace,meanfield,hand over 2"):
+        compare(dict(TINY), ["trace", "meanfield", "hand"], out, seeds=2, resume=True, progress=False)
+
+
+def test_a_reference_outside_the_comparison_is_refused(tmp_path):
+    with pytest.raises(VaeError, match="--reference iwae is not among the compared estimators"):
+        compare(dict(TINY), ["trace", "meanfield"], tmp_path / "c", reference="iwae", progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_seeds_prints_the_table_over_seeds(compared_seeds, capsys):
+    out, _ = compared_seeds
+    main(["compare", "--estimators", "trace,meanfield,hand", "--seeds", "3", "--out", str(out), "--resume",
+          "--hidden", "32", "--z-dim", "4", "--epochs", "1", "--batch-size", "256", "--k", "10",
+          "--grad-draws", "5", "--grad-batches", "2", "--loss-draws", "10", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "Δ vs `meanfield` [95%]" in printed and "| `hand` |" in printed

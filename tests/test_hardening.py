@@ -85,7 +85,7 @@ def test_decaying_baselines_learned_in_training_are_used_by_the_trained_weights_
 
     monkeypatch.setattr(diagnostics, "gradient_stats", spy)
     summary = compare({**TINY, "epochs": 1, "baseline": "decaying"}, ["meanfield", "score"], tmp_path / "c",
-                      k=5, grad_draws=3, loss_draws=3, progress=False)
+                      k=5, grad_draws=3, loss_draws=3, progress=False, grad_batches=1)
     assert summary and len(seen) == 2
     learned = compare_module.restore_run(tmp_path / "c" / "score", "cpu").checkpoint["optimizer"]["estimator"]
     assert seen[0] == {}  # at the initial weights: fresh baselines

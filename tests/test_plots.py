@@ -56,11 +56,21 @@ def test_plot_figures(tmp_path):
     history = [{"epoch": e, "train_elbo": -200.0 + e, "test_elbo": -210.0 + e, "test_recon": -190.0 + e,
                 "test_kl": 20.0, "kl_weight": 1.0, "seconds": 0.5} for e in (1, 2, 3)]
     assert png_size(plots.run_curves(history, tmp_path / "a.png")) == (700, 420)
-    assert png_size(plots.curves({"trace": history, "hand": history}, tmp_path / "b.png")) == (1200, 420)
-    stats = [{"estimator": e, "group": g, "variance": v, "snr": 1.0, "draws": 10, "point": p}
-             for e, v in (("trace", 2.0), ("score", 1e4)) for g in ("encoder", "decoder")
-             for p in ("initialisation", "trained")]
+    assert png_size(plots.curves({"trace": [history], "hand": [history, history]}, tmp_path / "b.png")) == (1200, 420)
+    stats = [{"estimator": f"{e}-{k}" if k else e, "family": e, "k": k, "group": g, "variance": v * b, "snr": 1.0 + b,
+              "draws": 10, "point": p, "batch": b}
+             for e, v, k in (("trace", 2.0, None), ("score", 1e4, None), ("iwae", 3.0, 1), ("iwae", 2.0, 5))
+             for g in ("guide", "model") for p in ("initialisation", "trained") for b in (1, 2)]
     assert png_size(plots.gradients(stats, tmp_path / "c.png")) == (1300, 750)
+    assert png_size(plots.snr_vs_k(stats, tmp_path / "f.png")) == (1100, 800)
+    per_seed = [{"estimator": e, "seed": s, "test_elbo": -100.0 - s - d, "test_is_log_likelihood_k10": -90.0 - s - d}
+                for e, d in (("trace", 0.0), ("iwae", 2.0)) for s in (0, 1, 2)]
+    rows = [{"estimator": "trace", "test_elbo": -101.0, "test_is_log_likelihood_k10": -91.0},
+            {"estimator": "iwae", "test_elbo": -103.0, "test_is_log_likelihood_k10": -93.0,
+             **{f"{m}_diff{end}": -2.0 + shift for m in ("test_elbo", "test_is_log_likelihood_k10")
+                for end, shift in (("", 0.0), ("_lo", -0.5), ("_hi", 0.5))}}]
+    assert png_size(plots.seed_differences(per_seed, rows, "trace", ["test_elbo", "test_is_log_likelihood_k10"],
+                                           tmp_path / "g.png")) == (1200, 720)
     assert png_size(plots.loss_values({"trace": [1.0, 2.0, 3.0], "iwae": [0.5, 0.7, 0.6]}, tmp_path / "d.png")) == (800, 420)
     rows = [{"point": "p", "k": k, "bound": -10 - 1 / k, "se": 0.01} for k in (1, 5, 50)]
     assert png_size(plots.bound_vs_k(rows, {"p": -10.0}, tmp_path / "e.png")) == (600, 420)

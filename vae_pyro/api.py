@@ -88,15 +88,18 @@ class Comparison:
 def compare(model: type | str = "vae", data: datasets.Dataset | str | None = None,
             estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
             grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
-            progress: bool = True, **options: Any) -> Comparison:
-    """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed.
-    The files are those of ``vae-pyro compare`` (under ``out``)."""
+            progress: bool = True, seeds: int = 1, reference: str | None = None, grad_batches: int = 3,
+            **options: Any) -> Comparison:
+    """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed,
+    for ``seeds`` seeds (then one row per estimator with its mean and se over seeds and its paired
+    difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``."""
     cfg = config(model, data, **options)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
     summary = compare_runs(given, list(estimators), out, jobs, resume, force, k, grad_draws, loss_draws, progress,
                            command="vae_pyro.compare(...)",
-                           dataset=data if isinstance(data, datasets.Dataset) else None)
+                           dataset=data if isinstance(data, datasets.Dataset) else None, seeds=seeds,
+                           reference=reference, grad_batches=grad_batches)
     return Comparison(pd.DataFrame(summary["estimators"]), pd.DataFrame(summary["gradients"]), summary, out)
 
 

@@ -120,7 +120,7 @@ def estimator_list(text: str) -> list[str]:
 def cmd_compare(args: argparse.Namespace) -> None:
     from vae_pyro.lab.compare import compare
     from vae_pyro.lab.distributed import launched
-    from vae_pyro.report.markdown import results_table
+    from vae_pyro.report.markdown import results_table, seeds_table
 
     out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
     command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
@@ -128,10 +128,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise VaeError("under torchrun, name the compare folder with --out (every process must agree on it)")
     summary = compare(given(args), args.estimators, out, jobs=args.jobs, resume=args.resume, force=args.force,
                       k=args.k, grad_draws=args.grad_draws, loss_draws=args.loss_draws,
-                      progress=not args.quiet, command=command)
+                      progress=not args.quiet, command=command, seeds=args.seeds, reference=args.reference,
+                      grad_batches=args.grad_batches)
     if not summary:
         return
-    print("\n" + results_table(summary))
+    print("\n" + (seeds_table(summary) if "seeds" in summary else results_table(summary)))
     print(f"\ncompare folder: {out} (summary.json, summary.csv, report.md, figures/)")
 
 
@@ -139,16 +140,21 @@ def cmd_gradvar(args: argparse.Namespace) -> None:
     from vae_pyro.lab.compare import fixed_batch, gradient_rows, gradient_specs
     from vae_pyro.lab.experiment import restore_run
     from vae_pyro.lab.runs import write_json
+    from vae_pyro.lab.stats import gradient_table
 
     run = restore_run(args.run, args.device)
-    x, y = fixed_batch(run.data, run.config, getattr(run.module, "conditional", False))
+    conditional = getattr(run.module, "conditional", False)
+    batches = [fixed_batch(run.data, run.config, conditional, b) for b in range(args.batches)]
     options = {k: v for k, v in run.config.to_dict().items() if k != "estimator"}
-    rows = gradient_rows(gradient_specs(args.estimators, options), run.module, x, y, str(args.run),
+    rows = gradient_rows(gradient_specs(args.estimators, options), run.module, batches, str(args.run),
                          args.draws, progress=True)
-    write_json(Path(args.run) / "gradvar.json", rows)
-    print(f"{'estimator':14}{'group':>9}{'variance':>13}{'SNR':>9}   ({args.draws} draws, {len(x)} images)")
-    for r in rows:
-        print(f"{r['estimator']:14}{r['group']:>9}{r['variance']:13.3g}{r['snr']:9.3f}")
+    table = gradient_table(rows)
+    write_json(Path(args.run) / "gradvar.json", {"gradients": rows, "gradient_table": table})
+    print(f"{'estimator':14}{'group':>9}{'variance':>13}{'± se':>10}{'SNR':>9}{'± se':>8}   "
+          f"({args.draws} draws on each of {args.batches} batches of {len(batches[0][0])} images)")
+    for r in table:
+        print(f"{r['estimator']:14}{r['group']:>9}{r['variance']:13.3g}{r['variance_se']:10.2g}{r['snr']:9.3f}"
+              f"{r['snr_se']:8.3f}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -221,7 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS),
                    help=f"comma-separated, of {', '.join(NAMES)} [{','.join(DEFAULT_ESTIMATORS)}]")
     p.add_argument("--out", help="compare folder [runs/compare-<time>]")
-    p.add_argument("--jobs", type=positive_int, default=1, help="estimators trained at once, in separate processes [1]")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once, in separate processes [1]")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="repeat the comparison for seeds --seed .. --seed + N - 1; mean, se and paired "
+                        "differences over them [1]")
+    p.add_argument("--reference", help="the estimator paired differences are taken to [meanfield if compared, "
+                                       "else the first]")
+    p.add_argument("--grad-batches", type=positive_int, default=3,
+                   help="fixed training batches the gradient diagnostics average over [3]")
     p.add_argument("--resume", action="store_true", help="finish the comparison in --out; finished runs are kept")
     p.add_argument("--force", action="store_true", help="redo the comparison in --out")
     p.add_argument("--k", type=positive_int, default=1000, help="importance samples per test image [1000]")
@@ -233,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("gradvar", help="gradient variance and SNR of estimators at a run's trained weights")
     p.add_argument("run", help="run folder")
     p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS))
-    p.add_argument("--draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
+    p.add_argument("--draws", type=positive_int, default=100, help="gradient draws per estimator and batch [100]")
+    p.add_argument("--batches", type=positive_int, default=3, help="fixed training batches to average over [3]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
     p.set_defaults(func=cmd_gradvar)
 

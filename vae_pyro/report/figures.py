@@ -33,43 +33,109 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def curves(histories: dict[str, list[dict]], path: Path) -> Path:
-    """Test ELBO against epoch and against cumulative training seconds, one line per estimator."""
+def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+    """Test ELBO against epoch and against training seconds, one line per estimator: the mean over its
+    runs (one per seed), with a band of ± 1 se over seeds where there are several. The seconds axis is
+    each epoch's cumulative training time averaged over the seeds."""
     rows = []
-    for name, history in histories.items():
-        seconds = 0.0
-        for r in history:
-            seconds += r["seconds"]
-            rows.append({"estimator": name, "epoch": r["epoch"], "seconds": seconds, "test ELBO (nats)": r["test_elbo"]})
+    for name, runs in histories.items():
+        for seed, history in enumerate(runs):
+            seconds = 0.0
+            for r in history:
+                seconds += r["seconds"]
+                rows.append({"estimator": name, "seed": seed, "epoch": r["epoch"], "seconds": seconds,
+                             "test ELBO (nats)": r["test_elbo"]})
     df = pd.DataFrame(rows)
+    df["seconds"] = df.groupby(["estimator", "epoch"])["seconds"].transform("mean")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, x in zip(axes, ("epoch", "seconds")):
-        sns.lineplot(df, x=x, y="test ELBO (nats)", hue="estimator", ax=ax, marker="o", markersize=3)
-        ax.set_xlabel("epoch" if x == "epoch" else "training wall-clock seconds")
+        sns.lineplot(df, x=x, y="test ELBO (nats)", hue="estimator", ax=ax, marker="o", markersize=3, errorbar="se")
+        ax.set_xlabel("epoch" if x == "epoch" else "training wall-clock seconds (mean over seeds)")
     lo = df.groupby("estimator")["test ELBO (nats)"].max().min()
     axes[0].set_ylim(lo - 60, df["test ELBO (nats)"].max() + 5)  # the first epochs of a slow estimator fall below
     axes[1].get_legend().remove()
     return save(fig, path)
 
 
-def gradients(stats: list[dict], path: Path) -> Path:
-    """Per-parameter gradient variance (log scale) and SNR, guide (φ) vs model (θ), per estimator and point."""
+def per_unit(stats: list[dict]) -> tuple[pd.DataFrame, str]:
+    """Gradient rows averaged to one value per unit: per seed (its fixed batches' mean) when the rows
+    carry seeds, else per fixed batch; and the unit's name (what the error bars are over)."""
     df = pd.DataFrame(stats)
+    unit = "seed" if "seed" in df else "batch"
+    keys = ["estimator", "family", "group", "point", unit]
+    df = df.groupby(keys, sort=False, dropna=False)[["variance", "snr", "k"]].mean().reset_index()
+    return df, unit
+
+
+def gradients(stats: list[dict], path: Path) -> Path:
+    """Per-parameter gradient variance (log scale) and SNR, guide (φ) vs model (θ), per estimator and
+    point; bars are means over the fixed batches (or seeds), error bars ± 1 se over them."""
+    df, unit = per_unit(stats)
     points = list(dict.fromkeys(df["point"]))
     fig, axes = plt.subplots(2, len(points), figsize=(6.5 * len(points), 7.5), squeeze=False)
     for j, point in enumerate(points):
         sub = df[df["point"] == point]
         for i, (col, label) in enumerate((("variance", "mean per-parameter variance"), ("snr", "mean |E g| / std g"))):
             ax = axes[i, j]
-            sns.barplot(sub, x="estimator", y=col, hue="group", ax=ax)
+            sns.barplot(sub, x="estimator", y=col, hue="group", ax=ax, errorbar="se", capsize=0.1)
             ax.set_ylabel(label)
             ax.set_xlabel("")
             ax.tick_params(axis="x", rotation=30)
             if col == "variance":
                 ax.set_yscale("log")
-                ax.set_title(f"gradients at {point}")
+                ax.set_title(f"gradients at {point} (± 1 se over {unit}s)")
             if i or j:
                 ax.get_legend().remove()
+    return save(fig, path)
+
+
+def snr_vs_k(stats: list[dict], path: Path) -> Path:
+    """Gradient SNR against K for the multi-sample estimators, one panel per parameter group and point,
+    ± 1 se over the fixed batches (or seeds)."""
+    df, unit = per_unit([g for g in stats if g["k"] is not None])
+    groups, points = ["guide", "model"], list(dict.fromkeys(df["point"]))
+    fig, axes = plt.subplots(len(points), 2, figsize=(11, 4 * len(points)), squeeze=False)
+    for i, point in enumerate(points):
+        for j, group in enumerate(groups):
+            ax = axes[i, j]
+            sub = df[(df["point"] == point) & (df["group"] == group)]
+            sns.lineplot(sub, x="k", y="snr", hue="family", ax=ax, marker="o", errorbar="se", err_style="bars")
+            ax.set_xscale("log")
+            ax.set_xlabel("K (samples per image)")
+            ax.set_ylabel("mean |E g| / std g")
+            ax.set_title(f"{'φ (guide)' if group == 'guide' else 'θ (model)'} at {point}, ± 1 se over {unit}s",
+                         fontsize=10)
+            if i or j:
+                ax.get_legend().remove()
+    return save(fig, path)
+
+
+def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, metrics: list[str], path: Path) -> Path:
+    """Per metric two panels: each seed's value per estimator (dots) with the mean; and the paired
+    difference to ``reference`` with its 95% interval (rows of ``stats.over_seeds``)."""
+    df = pd.DataFrame(per_seed)
+    names = [r["estimator"] for r in rows]
+    others = [r for r in rows if r["estimator"] != reference]
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(12, 3.6 * len(metrics)), squeeze=False)
+    for i, metric in enumerate(metrics):
+        label = "test ELBO" if metric == "test_elbo" else f"test log p(x), IS K={metric.rsplit('k', 1)[1]}"
+        ax = axes[i, 0]
+        sns.stripplot(df, x="estimator", y=metric, order=names, ax=ax, color="0.35", size=5, jitter=0.1)
+        ax.scatter(names, [r[metric] for r in rows], marker="_", s=600, color="C3", zorder=3, label="mean over seeds")
+        ax.set_ylabel(f"{label} (nats)")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(loc="lower right", fontsize=8)
+        ax = axes[i, 1]
+        mean = [r[f"{metric}_diff"] for r in others]
+        err = [[m - r[f"{metric}_diff_lo"] for m, r in zip(mean, others)],
+               [r[f"{metric}_diff_hi"] - m for m, r in zip(mean, others)]]
+        ax.errorbar([r["estimator"] for r in others], mean, yerr=err, fmt="o", capsize=4)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylabel(f"Δ {label} vs {reference} (nats)")
+        ax.set_title(f"paired difference over {df['seed'].nunique()} seeds, 95% interval", fontsize=10)
+        ax.tick_params(axis="x", rotation=30)
     return save(fig, path)
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from vae_pyro.config import Config
 from vae_pyro.lab import traces
+from vae_pyro.lab.stats import excludes_zero
 from vae_pyro.lab.experiment import Data, labels
 from vae_pyro.lab.runs import atomic_write
 from vae_pyro.report import figures as plots
@@ -37,21 +38,41 @@ def results_table(summary: dict) -> str:
 
 
 def gradient_table(summary: dict) -> str:
-    rows = [[g["point"], f"`{g['estimator']}`", g["group"], f"{g['variance']:.3g}", f"{g['snr']:.3f}"]
-            for g in summary["gradients"]]
+    rows = [[g["point"], f"`{g['estimator']}`", g["group"], f"{g['variance']:.3g} ± {g['variance_se']:.2g}",
+             f"{g['snr']:.3f} ± {g['snr_se']:.3f}"] for g in summary["gradient_table"]]
     return markdown_table(["parameters", "estimator", "group", "mean variance", "mean SNR"], rows)
+
+
+def _gradient_text(summary: dict, rel: dict[str, str]) -> str:
+    g = summary["gradient_table"][0]
+    units = f"{g['units']} {g['unit']}s" + (" (each the mean over its fixed batches)" if g["unit"] == "seed" else "")
+    text = f"""{g['draws']} gradient draws per estimator and fixed training batch, at the shared initial weights
+and at the trained weights of `{summary['reference']}`; mean over parameters of Var[g] and of
+|E g| / std g, then mean ± 1 se over {units}.
+
+![gradients]({rel['gradients']})
+
+{gradient_table(summary)}
+"""
+    if "snr_vs_k" in rel:
+        text += f"""
+### Signal-to-noise ratio against K
+
+![SNR against K]({rel['snr_vs_k']})
+"""
+    return text
 
 
 def write_report(out: Path, summary: dict, figures: dict[str, Path]) -> Path:
     rel = {name: path.relative_to(out).as_posix() for name, path in figures.items()}
-    draws = summary["gradients"][0]["draws"]
     losses = markdown_table(["estimator", "mean loss per image", "std over draws"],
                     [[f"`{n}`", f"{v['mean']:.2f}", f"{v['std']:.3f}"] for n, v in summary["loss_values"].items()])
     text = f"""# Estimator comparison
 
-Made by `{summary['command']}` on {summary['machine']}.
+Made by `{summary['command']}` on {summary['machine']}, seed {summary['seed']}.
 Every estimator started from the same initial weights and saw the same batches in the same order.
-Figures are per image, in nats.
+Figures are per image, in nats; ± is one standard error across test images (one seed: it says how
+much the test set varies, not whether two estimators differ).
 
 ## Results
 
@@ -65,12 +86,7 @@ Gradient variances are at the trained weights of `{summary['reference']}` (below
 
 ## Gradient variance and signal-to-noise ratio
 
-{draws} gradient draws per estimator on one fixed training batch, at the shared initial weights and
-at the trained weights of `{summary['reference']}`; mean over parameters of Var[g] and of |E g| / std g.
-
-![gradients]({rel['gradients']})
-
-{gradient_table(summary)}
+{_gradient_text(summary, rel)}
 
 ## Loss values at fixed parameters
 
@@ -81,6 +97,64 @@ The distribution of each estimator's loss value over repeated draws at the train
 
 {losses}
 """
+    path = out / "report.md"
+    atomic_write(path, text.encode())
+    return path
+
+
+def _mean_se(row: dict, key: str, digits: int = 2) -> str:
+    return f"{row[key]:.{digits}f} ± {row[key + '_se']:.{digits}f}"
+
+
+def _diff(row: dict, key: str) -> str:
+    if f"{key}_diff" not in row:
+        return "reference"
+    mark = "" if excludes_zero(row, key) else " (interval holds 0)"
+    return f"{row[key + '_diff']:+.2f} [{row[key + '_diff_lo']:+.2f}, {row[key + '_diff_hi']:+.2f}]{mark}"
+
+
+def seeds_table(summary: dict) -> str:
+    """One row per estimator over seeds: mean ± se over seeds, and the paired difference to the reference
+    with its 95% interval, for the test ELBO and the IS log-likelihood."""
+    first = summary["estimators"][0]
+    k = next(key for key in first if key.startswith("test_is_log_likelihood_k") and key[-1].isdigit())
+    ref = summary["reference"]
+    rows = [[f"`{r['estimator']}`", _mean_se(r, "test_elbo"), _diff(r, "test_elbo"), _mean_se(r, k), _diff(r, k),
+             _mean_se(r, "test_kl"), _mean_se(r, "active_units", 1),
+             f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
+             f"{r.get('grad_snr_guide_trained', float('nan')):.3f}", f"{r['seconds_per_epoch']:.2f}"]
+            for r in summary["estimators"]]
+    header = ["estimator", "test ELBO", f"Δ vs `{ref}` [95%]", f"test log p(x), IS K={k.rsplit('k', 1)[1]}",
+              f"Δ vs `{ref}` [95%]", "test KL", "active units", "grad var φ (trained)", "SNR φ (trained)", "s/epoch"]
+    return markdown_table(header, rows)
+
+
+def write_seeds_report(out: Path, summary: dict, figures: dict[str, Path]) -> Path:
+    """report.md of a comparison over seeds, with each seed's own report linked."""
+    rel = {name: path.relative_to(out).as_posix() for name, path in figures.items()}
+    seeds = summary["seeds"]
+    links = ", ".join(f"[seed {s}](seed-{s}/report.md)" for s in seeds)
+    text = f"""# Estimator comparison over {len(seeds)} seeds
+
+Made by `{summary['command']}` on {summary['machine']}, seeds {', '.join(map(str, seeds))}.
+Within a seed every estimator started from the same initial weights and saw the same batches in the
+same order; the seeds change both. Figures are per image, in nats: mean ± 1 standard error over
+seeds; Δ is the paired difference to `{summary['reference']}` (the same seed's run), its mean and
+95% Student-t interval over seeds. Each seed's own report: {links}.
+
+## Results
+
+{seeds_table(summary)}
+
+![each seed's value and the paired differences]({rel['seeds']})
+
+## Test ELBO by epoch and by training time (band: ± 1 se over seeds)
+
+![test ELBO]({rel['curves']})
+
+## Gradient variance and signal-to-noise ratio
+
+{_gradient_text(summary, rel)}"""
     path = out / "report.md"
     atomic_write(path, text.encode())
     return path
