@@ -41,3 +41,8 @@ def test_evaluate_run_writes_its_numbers(tmp_path):
     assert json.loads((tmp_path / "r" / "evaluation.json").read_text()) == result
     assert result["test_elbo"] == pytest.approx(result["test_recon"] - result["test_kl"], abs=1e-4)
     assert result["test_is_log_likelihood_k20"] > result["test_elbo"]
+    larger = evaluate_run(tmp_path / "r", k=40, device="cpu")  # another K: the first estimate is kept beside it
+    assert larger["test_is_log_likelihood_k20"] == result["test_is_log_likelihood_k20"]
+    assert larger["test_is_log_likelihood_k40"] > result["test_elbo"]
+    fit(Config(**{**TINY, "epochs": 2}), tmp_path / "r", resume=True, progress=False)  # a later epoch: dropped
+    assert "test_is_log_likelihood_k20" not in evaluate_run(tmp_path / "r", k=40, device="cpu")

@@ -2,6 +2,7 @@
 / KL split (S draws per image, with its standard error), the importance-sampled log p(x), the
 reconstruction at the guide's mean, active units of every continuous latent site."""
 
+import json
 import math
 from pathlib import Path
 
@@ -121,8 +122,13 @@ def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, pr
 
 
 def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progress: bool = False) -> dict:
-    """A run's last checkpoint on its test set (``evaluate``), written to ``evaluation.json`` and returned."""
+    """A run's last checkpoint on its test set (``evaluate``), written to ``evaluation.json`` and returned.
+    The IS estimates of other K already there for the same epoch are kept beside this K's."""
     run = restore_run(run_dir, device)
-    result = {"epochs": run.epochs, **evaluate(run.module, run.data, k, progress=progress)}
-    write_json(Path(run_dir) / "evaluation.json", result)
+    path = Path(run_dir) / "evaluation.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    kept = {key: v for key, v in saved.items() if key.startswith("test_is_log_likelihood_k")} \
+        if saved.get("epochs") == run.epochs else {}
+    result = {"epochs": run.epochs, **kept, **evaluate(run.module, run.data, k, progress=progress)}
+    write_json(path, result)
     return result
