@@ -20,10 +20,14 @@ import argparse
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
+import torch.nn.functional as F
 
 from vae_pyro import data as D
 from vae_pyro.config import Config
@@ -67,6 +71,63 @@ def gemm_floor_ms(shapes: list[tuple[int, int, int]], device: torch.device, repe
     return 1000 * statistics.median(times)
 
 
+def bernoulli_forms(rows: int, device: torch.device, grad: bool, repeats: int = 15) -> dict[str, float]:
+    """Median ms of log Bern(x | sigmoid(l)) summed per row, written as x·l − softplus(l) (hand.py) and as
+    −BCE-with-logits (torch's, and so Pyro's, Bernoulli.log_prob), with the backward pass when ``grad``."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, 784, generator=gen).to(device).requires_grad_(grad)
+    x = (torch.rand(rows, 784, generator=gen) < 0.3).float().to(device)
+    forms = {"x·l − softplus(l)": lambda: (x * logits - F.softplus(logits)).sum(-1),
+             "−BCE-with-logits": lambda: -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)}
+    times = {name: [] for name in forms}
+    with torch.set_grad_enabled(grad):
+        for i in range(repeats + 2):
+            for name, form in forms.items():
+                sync(device)
+                start = time.perf_counter()
+                out = form()
+                if grad:
+                    out.sum().backward()
+                sync(device)
+                if i >= 2:
+                    times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def resident_peak_mib(reset: bool = False) -> float:
+    """The process's peak resident memory so far (Linux VmHWM), in MiB; ``reset`` starts it anew from
+    the current resident size (writing 5 to /proc/self/clear_refs)."""
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+def probe_memory(kind: str, args: argparse.Namespace) -> None:
+    """In this fresh process: load the data and build the model; then, with the peak reset, train 40
+    steps (``train``) or estimate log p(x) of 100 test images at K = 5,000 (``eval``). Prints the
+    resident memory after loading and the peak during the work, in MiB."""
+    cfg = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
+    ds = D.load(args.dataset)
+    vae = instantiate(cfg, ds.x_dim, torch.device("cpu"))
+    loaded = resident_peak_mib(reset=True)
+    if kind == "train":
+        trainer = make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr)
+        for i in range(40):
+            trainer.step(D.binarise(ds.train_x[i * args.batch : (i + 1) * args.batch], D.seeded(i)))
+    else:
+        is_log_likelihood(vae, D.binarise(ds.test_x[:100], D.seeded(1)), k=5000)
+    print(loaded, resident_peak_mib())
+
+
+def peak_memory_mib(kind: str) -> tuple[float, float]:
+    """(resident MiB with the data loaded, peak MiB during the work) of a fresh ``--probe kind`` process."""
+    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--probe", kind], capture_output=True, text=True,
+                          check=True)
+    loaded, peak = map(float, done.stdout.split()[-2:])
+    return loaded, peak
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
@@ -79,8 +140,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")
     p.add_argument("--eval-images", type=int, default=100, help="test images for the IS throughput (K = 1,000)")
+    p.add_argument("--probe", choices=("train", "eval"), help=argparse.SUPPRESS)  # the memory probes' own processes
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.probe:
+        return probe_memory(args.probe, args)
     device = resolve_device(args.device)
 
     base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
@@ -156,6 +220,18 @@ def main() -> None:
     print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images: {seconds:.2f} s, "
           f"{eval_flops / seconds / 1e9:.1f} GFLOP/s in the decoder = {eval_flops / seconds / 1e9 / gemm:.0%} "
           f"of the GEMM rate above; {seconds * len(ds.test_x) / args.eval_images:.0f} s for all {len(ds.test_x)}")
+
+    print("\nThe Bernoulli log-likelihood, two ways (ms, median of 15):")
+    print("| rows x 784 | pass | x·l − softplus(l) | −BCE-with-logits | ratio |\n|---|---|---|---|---|")
+    for rows, grad, label in ((args.batch, True, "forward + backward (a training step)"),
+                              (32768, False, "forward, no gradient (an evaluation chunk)")):
+        t = bernoulli_forms(rows, device, grad)
+        a, b = t.values()
+        print(f"| {rows} | {label} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+    print("\nresident memory, each in a fresh process (Linux VmHWM, reset once the data set and model are loaded):")
+    for kind, what in (("train", "training, 40 steps"), ("eval", "IS log-likelihood of 100 test images, K = 5,000")):
+        loaded, peak = peak_memory_mib(kind)
+        print(f"  {what}: {loaded:.0f} MiB after loading, peak {peak:.0f} MiB (+{peak - loaded:.0f} MiB)")
 
 
 if __name__ == "__main__":
