@@ -1,5 +1,6 @@
 """report.md for a run or a comparison: the tables, every figure, and the command that made them."""
 
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -7,9 +8,9 @@ from torch import nn
 
 from vae_pyro.config import Config
 from vae_pyro.lab import traces
-from vae_pyro.lab.stats import excludes_zero
 from vae_pyro.lab.experiment import Data, labels
 from vae_pyro.lab.runs import atomic_write
+from vae_pyro.lab.stats import excludes_zero
 from vae_pyro.report import figures as plots
 
 
@@ -37,9 +38,14 @@ def results_table(summary: dict) -> str:
     return markdown_table(header, rows)
 
 
+def _pm(value: float, se: float, fmt: str) -> str:
+    """``value ± se``, or the value alone where there was one unit (no se)."""
+    return f"{value:{fmt}}" if math.isnan(se) else f"{value:{fmt}} ± {se:{fmt}}"
+
+
 def gradient_table(summary: dict) -> str:
-    rows = [[g["point"], f"`{g['estimator']}`", g["group"], f"{g['variance']:.3g} ± {g['variance_se']:.2g}",
-             f"{g['snr']:.3f} ± {g['snr_se']:.3f}"] for g in summary["gradient_table"]]
+    rows = [[g["point"], f"`{g['estimator']}`", g["group"], _pm(g["variance"], g["variance_se"], ".3g"),
+             _pm(g["snr"], g["snr_se"], ".3f")] for g in summary["gradient_table"]]
     return markdown_table(["parameters", "estimator", "group", "mean variance", "mean SNR"], rows)
 
 
