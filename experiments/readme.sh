@@ -18,7 +18,7 @@ cp runs/compare-mnist5k/seed-0/figures/loss_values.png docs/figures/compare-loss
 # The estimators Pyro lacks, over three seeds, and their gradients' SNR against K.
 vae-pyro compare --seeds 3 --estimators meanfield,iwae,stl,iwae-stl,iwae-dreg,renyi,miwae,piwae,ciwae,vimco,rws \
     --grad-draws 50 --grad-batches 1 --out runs/compare-estimators --force --quiet
-for f in seeds curves snr_vs_k; do cp runs/compare-estimators/figures/$f.png docs/figures/estimators-$f.png; done
+for f in seeds snr_vs_k; do cp runs/compare-estimators/figures/$f.png docs/figures/estimators-$f.png; done
 
 # The exactness lab on synthetic-linear.
 python experiments/linear_exact.py --out runs/linear-exact

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.infer import ReweightedWakeSleep as PyroReweightedWakeSleep
 
-from tests.test_pathwise import EXAMPLES, projected_draws, z_score
+from tests.test_pathwise import EXAMPLES, projected_draws, vae_and_batch, z_score  # noqa: F401 (a fixture)
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import traces
@@ -132,12 +132,3 @@ def test_rws_trains_a_discrete_site_and_needs_two_draws(tmp_path):
     estimators.check_model("rws", module, guide_tr, model_tr)  # accepted
     with pytest.raises(VaeError, match="rws's self-normalised weights need at least two draws"):
         estimators.check_options("rws", 1, "none", iwae_k=1)
-
-
-@pytest.fixture(scope="module")
-def vae_and_batch(batch):
-    torch.manual_seed(0)
-    vae = VAE(z_dim=4, hidden=(32,)).double()
-    with torch.no_grad():
-        vae.encoder.net[-1].bias[:4] += 0.5
-    return vae, batch[:16].double()
