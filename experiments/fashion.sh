@@ -3,52 +3,55 @@
 # Debian's dataset-fashion-mnist package or a torchvision download): the README's Fashion-MNIST tables.
 # Every step resumes: after a stop, run the same command again and finished runs are kept.
 #
-#   nohup bash experiments/fashion.sh > runs/fashion.log 2>&1 &      # the default settings below
-#   EPOCHS=50 SEEDS=5 bash experiments/fashion.sh                    # a longer run, for a night or a GPU
+#   nohup bash experiments/fashion.sh > runs/fashion.log 2>&1 &         # the defaults: about 2 h on 2 cores
+#   EPOCHS=50 SEEDS=5 K_FINAL=5000 OUT=runs/fashion-full bash experiments/fashion.sh   # a night, or a GPU
 #
-# The defaults are estimated (from bench.py's step times and its evaluation rate, not yet from a
-# finished run) at about 5.5 hours on 2 CPU cores, nearly half of it the K = 5,000 evaluations
-# (about 8 minutes per model): two sessions of resuming, or K_FINAL=1000 to skip that part.
+# The defaults are sized to a 2-core machine's afternoon: 5 epochs, 3 seeds, every run's test log p(x)
+# by importance sampling with K = 1,000 on all 10,000 test images (about 100 s per model here).
+# K_FINAL adds a second estimate at that K for the seed-0 runs of both tables (about 8 minutes per
+# model at K = 5,000 here, 13 models), so it is off by default.
 #
 # Then `python experiments/fashion_tables.py runs/fashion` prints the tables and copies the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/fashion}
-EPOCHS=${EPOCHS:-10}       # passes over the 60,000 training images, every run
-SEEDS=${SEEDS:-3}          # table 1's estimators at K = 5, and score, over seeds 0..SEEDS-1
+EPOCHS=${EPOCHS:-5}        # passes over the 60,000 training images, every run
+SEEDS=${SEEDS:-3}          # table 1's estimators at K = 5 over seeds 0..SEEDS-1
 K_EVAL=${K_EVAL:-1000}     # IS samples per test image for every run, all 10,000 test images
-K_FINAL=${K_FINAL:-5000}   # IS samples per test image for seed 0's runs (table 1) and table 2
+K_FINAL=${K_FINAL:-0}      # 0: none; else IS samples per test image for every seed-0 run, once trained
+BASELINE=${BASELINE:-decaying}   # score's baseline: the best of none / decaying / neural in a 3-epoch probe
 JOBS=${JOBS:-1}
-read -r -a extra <<< "${EXTRA:-}"   # more compare options, e.g. EXTRA="--grad-draws 5 --device cuda"
+read -r -a extra <<< "${EXTRA:-}"   # more compare options, e.g. EXTRA="--device cuda"
 common=(--dataset fashion-mnist --batch-size 128 --epochs "$EPOCHS" --k "$K_EVAL" --jobs "$JOBS" --resume --quiet
-        "${extra[@]}")
+        --grad-draws 50 --grad-batches 1 --loss-draws 200 "${extra[@]}")
 vae=(--z-dim 50 --hidden 400)   # the one-layer VAE: MLP 784-400-50, relu
 two=(--model examples/two_layer.py:TwoLayerVAE)   # Burda et al.'s two stochastic layers (100 and 50 units)
 mkdir -p "$OUT"
 
-# 1. Estimators on the one-layer VAE, over seeds; the K = 50 pair on seed 0.
-vae-pyro compare "${common[@]}" "${vae[@]}" --seeds "$SEEDS" --iwae-k 5 \
-    --estimators meanfield,trace,hand,stl,iwae,iwae-dreg,vimco --out "$OUT/vae-k5"
-vae-pyro compare "${common[@]}" "${vae[@]}" --seeds "$SEEDS" --baseline "${BASELINE:-neural}" \
-    --estimators meanfield,score --out "$OUT/vae-score"
+# 1. Estimators on the one-layer VAE: eight at K = 5 over seeds, the IWAE pair at K = 50 on seed 0.
+vae-pyro compare "${common[@]}" "${vae[@]}" --seeds "$SEEDS" --iwae-k 5 --baseline "$BASELINE" \
+    --estimators meanfield,trace,hand,stl,score,iwae,iwae-dreg,vimco --out "$OUT/vae-k5"
 vae-pyro compare "${common[@]}" "${vae[@]}" --iwae-k 50 --estimators iwae,iwae-dreg --out "$OUT/vae-k50"
 
-# 2. Burda et al. 2016's experiment: one and two stochastic layers, the ELBO with K samples (VAE)
-#    and the IWAE bound at K = 1, 5, 50 (at K = 1 they are one estimator), seed 0.
-for arch in vae two; do
-    declare -n opts=$arch
-    vae-pyro compare "${common[@]}" "${opts[@]}" --estimators trace --out "$OUT/burda-$arch-k1"
-    for k in 5 50; do
-        vae-pyro compare "${common[@]}" "${opts[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
-            --out "$OUT/burda-$arch-k$k"
-    done
+# 2. Burda et al. 2016's experiment, seed 0: the ELBO with K samples per image (VAE) against the IWAE
+#    bound at K = 1, 5, 50 (at K = 1 they are one estimator). One layer: the ELBO at K = 1 and IWAE at
+#    K = 5 and 50 are table 1's seed-0 runs, so only the ELBO at K = 5 and 50 is trained here.
+for k in 5 50; do
+    vae-pyro compare "${common[@]}" "${vae[@]}" --particles "$k" --estimators trace --out "$OUT/burda-vae-k$k"
+done
+vae-pyro compare "${common[@]}" "${two[@]}" --estimators trace --out "$OUT/burda-two-k1"
+for k in 5 50; do
+    vae-pyro compare "${common[@]}" "${two[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
+        --out "$OUT/burda-two-k$k"
 done
 
-# 3. The final IS estimate at K_FINAL for seed 0's runs (skipped where evaluation.json already has it).
+# 3. Optional: a second IS estimate at K_FINAL for seed 0's runs (skipped where evaluation.json has it);
 #    vae-pyro evaluate keeps the K_EVAL estimate in evaluation.json beside the new one.
-for run in "$OUT"/vae-k5/seed-0/* "$OUT"/vae-score/seed-0/score "$OUT"/vae-k50/* "$OUT"/burda-*/*; do
-    [ -f "$run/checkpoint.pt" ] || continue
-    grep -q "\"test_is_log_likelihood_k$K_FINAL\"" "$run/evaluation.json" 2>/dev/null && continue
-    vae-pyro evaluate "$run" --k "$K_FINAL" > /dev/null
-done
+if [ "$K_FINAL" -gt 0 ]; then
+    for run in "$OUT"/vae-k5/seed-0/* "$OUT"/vae-k50/* "$OUT"/burda-*/*; do
+        [ -f "$run/checkpoint.pt" ] || continue
+        grep -q "\"test_is_log_likelihood_k$K_FINAL\"" "$run/evaluation.json" 2>/dev/null && continue
+        vae-pyro evaluate "$run" --k "$K_FINAL" > /dev/null
+    done
+fi
 echo "done: python experiments/fashion_tables.py $OUT"

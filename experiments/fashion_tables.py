@@ -1,5 +1,5 @@
 """The README's Fashion-MNIST tables from the folders `experiments/fashion.sh` wrote: printed as
-markdown, with the learning curves copied to docs/figures/. Parts not yet run are left out and named.
+markdown, with the learning curves copied to docs/figures/. Parts not yet run are left out.
 
     python experiments/fashion_tables.py runs/fashion
 """
@@ -11,57 +11,85 @@ from pathlib import Path
 
 from vae_pyro.report.markdown import markdown_table
 
+# Burda et al.'s table: (layers, K) -> [(objective, compare folder, estimator)]; the one-layer ELBO at
+# K = 1 and IWAE at K = 5 and 50 are table 1's seed-0 runs.
+BURDA = {
+    ("one (z = 50)", 1): [("VAE", "vae-k5", "trace")],
+    ("one (z = 50)", 5): [("VAE", "burda-vae-k5", "trace"), ("IWAE", "vae-k5", "iwae")],
+    ("one (z = 50)", 50): [("VAE", "burda-vae-k50", "trace"), ("IWAE", "vae-k50", "iwae")],
+    ("two (z₁ = 100, z₂ = 50)", 1): [("VAE", "burda-two-k1", "trace")],
+    ("two (z₁ = 100, z₂ = 50)", 5): [("VAE", "burda-two-k5", "trace"), ("IWAE", "burda-two-k5", "iwae")],
+    ("two (z₁ = 100, z₂ = 50)", 50): [("VAE", "burda-two-k50", "trace"), ("IWAE", "burda-two-k50", "iwae")],
+}
+
 
 def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def final_k(run: Path) -> tuple[int, float, float] | None:
-    """(K, IS log p(x), se) of the largest K in the run's evaluation.json."""
+def is_keys(row: dict) -> list[int]:
+    """The K of every IS estimate in a summary row or evaluation.json, ascending."""
+    return sorted(int(key.rsplit("k", 1)[1]) for key in row if key.startswith("test_is_log_likelihood_k")
+                  and key[-1].isdigit())
+
+
+def final_is(run: Path, sign: float = 1.0) -> str:
+    """``sign`` × the run's IS estimate at its largest K beyond the comparison's, or '–'."""
     ev = load(run / "evaluation.json") or {}
-    ks = [int(key.rsplit("k", 1)[1]) for key in ev if key.startswith("test_is_log_likelihood_k") and key[-1].isdigit()]
-    if not ks:
+    ks = is_keys(ev)
+    if len(ks) < 2:
+        return "–"
+    k = ks[-1]
+    return f"{sign * ev[f'test_is_log_likelihood_k{k}']:.2f} ± {ev[f'test_is_log_likelihood_k{k}_se']:.2f} (K={k})"
+
+
+def seed0(out: Path, folder: str, estimator: str) -> tuple[dict, Path] | None:
+    """An estimator's summary row and run folder from a comparison's first seed."""
+    summary = load(out / folder / "summary.json")
+    if summary is None:
         return None
-    k = max(ks)
-    return k, ev[f"test_is_log_likelihood_k{k}"], ev[f"test_is_log_likelihood_k{k}_se"]
+    if "seeds" not in summary:
+        row = next(r for r in summary["estimators"] if r["estimator"] == estimator)
+        return row, out / folder / estimator
+    s = summary["seeds"][0]
+    row = next(r for r in summary["per_seed"] if r["estimator"] == estimator and r["seed"] == s)
+    return row, out / folder / f"seed-{s}" / estimator
 
 
-def seeds_rows(folder: Path, names: list[str] | None = None) -> list[list[str]]:
-    """Table 1's rows from a comparison: mean ± se over seeds (or the one seed), seed 0's final IS estimate."""
-    summary = load(folder / "summary.json")
+def spread(row: dict, key: str, sign: float = 1.0) -> str:
+    """'value ± se': over seeds in a several-seed summary, over test images in one run's row."""
+    return f"{sign * row[key]:.2f} ± {row[key + '_se']:.2f}"
+
+
+def estimator_rows(out: Path, folder: str) -> list[list[str]]:
+    """Table 1's rows: mean ± se over seeds (or seed 0's value ± the se over test images)."""
+    summary = load(out / folder / "summary.json")
     if summary is None:
         return []
-    k = next(key for key in summary["estimators"][0] if key.startswith("test_is_log_likelihood_k") and key[-1].isdigit())
-    several = "seeds" in summary
-    seed0 = folder / f"seed-{summary['seeds'][0]}" if several else folder
     rows = []
     for r in summary["estimators"]:
-        if names and r["estimator"] not in names:
-            continue
-        cfg = summary["config"][r["estimator"]] if not several else json.loads(
-            (seed0 / r["estimator"] / "config.json").read_text())
-        label = f"`{r['estimator']}`" + (f" K={cfg['iwae_k']}" if r["estimator"] in ("iwae", "iwae-dreg", "vimco") else "") \
-            + (f" ({cfg['baseline']} baseline)" if r["estimator"] == "score" else "")
-        spread = (lambda key: f"{r[key]:.2f} ± {r[key + '_se']:.2f}") if several else (lambda key: f"{r[key]:.2f}")
-        final = final_k(seed0 / r["estimator"])
-        rows.append([label, str(len(summary.get("seeds", [0]))), spread(k), spread("test_elbo"),
-                     f"{final[1]:.2f} ± {final[2]:.2f} (K={final[0]})" if final else "not yet",
-                     f"{r['active_units']:.1f}", f"{r['seconds_per_epoch']:.2f}"])
+        name = r["estimator"]
+        _, run = seed0(out, folder, name)
+        cfg = json.loads((run / "config.json").read_text())
+        label = f"`{name}`" + (f" K={cfg['iwae_k']}" if name in ("iwae", "iwae-dreg", "vimco") else "") \
+            + (f" ({cfg['baseline']} baseline)" if name == "score" else "")
+        k = is_keys(r)[0]
+        rows.append([label, str(r.get("seeds", 1)), spread(r, f"test_is_log_likelihood_k{k}"),
+                     spread(r, "test_elbo"), final_is(run), f"{r['active_units']:.1f}", f"{r['seconds_per_epoch']:.2f}"])
     return rows
 
 
 def burda_rows(out: Path) -> list[list[str]]:
     rows = []
-    for arch, label in (("vae", "one layer (z = 50)"), ("two", "two layers (z₁ = 100, z₂ = 50)")):
-        for k in (1, 5, 50):
-            summary = load(out / f"burda-{arch}-k{k}" / "summary.json")
-            if summary is None:
+    for (layers, k), runs in BURDA.items():
+        for objective, folder, estimator in runs:
+            found = seed0(out, folder, estimator)
+            if found is None:
                 continue
-            for r in summary["estimators"]:
-                final = final_k(out / f"burda-{arch}-k{k}" / r["estimator"])
-                what = "VAE (ELBO)" if r["estimator"] == "trace" else "IWAE"
-                rows.append([label, what, str(k), f"{-final[1]:.2f} (K={final[0]})" if final else "not yet",
-                             f"{-r['test_elbo']:.2f}", str(r["active_units"]), f"{r['seconds_per_epoch']:.2f}"])
+            r, run = found
+            rows.append([layers, objective, str(k), spread(r, f"test_is_log_likelihood_k{is_keys(r)[0]}", -1.0),
+                         final_is(run, -1.0), spread(r, "test_elbo", -1.0), str(r["active_units"]),
+                         f"{r['seconds_per_epoch']:.2f}"])
     return rows
 
 
@@ -71,14 +99,15 @@ def main() -> None:
     p.add_argument("--figures", default="docs/figures")
     args = p.parse_args()
     out = Path(args.out)
-    header = ["estimator", "seeds", "test log p(x), IS (K of the runs)", "test ELBO", "seed 0: final IS log p(x)",
-              "active units", "s/epoch"]
-    rows = seeds_rows(out / "vae-k5") + seeds_rows(out / "vae-score", ["score"]) + seeds_rows(out / "vae-k50")
+    header = ["estimator", "seeds", "test log p(x), IS", "test ELBO", "seed 0: IS at the larger K", "active units",
+              "s/epoch"]
+    rows = estimator_rows(out, "vae-k5") + estimator_rows(out, "vae-k50")
     print("Table 1: estimators on the one-layer VAE\n")
     print(markdown_table(header, rows) if rows else "(not run yet)")
-    print("\nTable 2: Burda et al.'s experiment, test −log p(x) and −ELBO in nats\n")
+    print("\nTable 2: Burda et al.'s experiment, seed 0, test −log p(x) and −ELBO in nats\n")
     rows = burda_rows(out)
-    header = ["stochastic layers", "objective", "K", "test −log p(x), IS", "test −ELBO", "active units", "s/epoch"]
+    header = ["stochastic layers", "objective", "K", "test −log p(x), IS", "IS at the larger K", "test −ELBO",
+              "active units", "s/epoch"]
     print(markdown_table(header, rows) if rows else "(not run yet)")
     curves = out / "vae-k5" / "figures" / "curves.png"
     if curves.exists():
