@@ -9,9 +9,12 @@ the importance-sampled evaluation's throughput.
     python experiments/bench.py [--dataset fashion-mnist] [--batch 128] [--hidden 400] [--z-dim 50]
                                 [--threads 2] [--device cpu] [--blocks 7] [--steps 40]
                                 [--estimators meanfield,trace,jit-trace,jit-meanfield,score,iwae]
+                                [--compiled hand,meanfield,trace]
 
 Variants: `hand loop` (the hand-derived loss, one torch Adam: the project's hand-written loop),
-and each estimator through fit's fast path (`fast`) and through pyro.infer.SVI (`svi`).
+and each estimator through fit's fast path (`fast`) and through pyro.infer.SVI (`svi`); with a
+C++ compiler, `--compiled` estimators once more with `--compile` (torch.compile of the networks and
+the hand loss, compiled before the timing starts), and the evaluation eager and compiled.
 The GEMM floor is the time of a training step's matrix products alone (forward, and backward's
 two per layer) at this batch size, measured here: the arithmetic a step cannot avoid.
 """
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 
 from vae_pyro import data as D
 from vae_pyro.config import Config
+from vae_pyro.lab.compiling import compile_model, cxx_found
 from vae_pyro.lab.evaluate import is_log_likelihood
 from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
 from vae_pyro.lab.trainers import make_trainer
@@ -139,6 +143,7 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=7)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")
+    p.add_argument("--compiled", default="hand,meanfield,trace", help="estimators timed also with --compile ('' none)")
     p.add_argument("--eval-images", type=int, default=100, help="test images for the IS throughput (K = 1,000)")
     p.add_argument("--probe", choices=("train", "eval"), help=argparse.SUPPRESS)  # the memory probes' own processes
     args = p.parse_args()
@@ -154,25 +159,30 @@ def main() -> None:
     # full batches only, wrapping round a small data set (mnist5k has 31 of 128, fewer than --steps)
     batches = [x_all[j * args.batch : (j + 1) * args.batch] for j in (i % steps_per_epoch for i in range(args.steps))]
 
-    variants = {"hand loop": ("hand", "fast")}
+    variants = {"hand loop": ("hand", "fast", False)}
     for name in args.estimators.split(","):
-        variants[f"{name} fast"] = (name, "fast")
-        variants[f"{name} svi"] = (name, "svi")
+        variants[f"{name} fast"] = (name, "fast", False)
+        variants[f"{name} svi"] = (name, "svi", False)
+    compiled = [n for n in args.compiled.split(",") if n] if cxx_found() else []
+    for name in compiled:
+        variants["hand loop compiled" if name == "hand" else f"{name} fast compiled"] = (name, "fast", True)
     trainers, flops = {}, {}
-    for label, (name, loop) in variants.items():
+    for label, (name, loop, compile) in variants.items():
         cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
         vae = instantiate(cfg, ds.x_dim, device)
+        if compile:
+            compile_model(vae)
         trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
         flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
     floor = {label: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
-             for label, (n, _) in variants.items()}
+             for label, (n, _, _) in variants.items()}
 
     # Pyro's param store is global: each trainer owns it while it steps (a fresh one per switch
     # would re-trace the jit-* estimators, so each keeps its own store and swaps it in).
     stores = {}
     for label, (trainer, _) in trainers.items():
         pyro.clear_param_store()
-        for b in batches[:5]:  # warm-up: first-call costs and jit compilation
+        for b in batches[:5]:  # warm-up: first-call costs, jit and torch.compile compilation
             trainer.step(b)
         stores[label] = pyro.get_param_store().get_state()
     times = {label: [] for label in trainers}
@@ -205,21 +215,34 @@ def main() -> None:
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
-    # Evaluation: IS log-likelihood, K = 1,000, on a slice of the test set.
-    vae = trainers["hand loop"][1]
+    # Evaluation: IS log-likelihood, K = 1,000, on a slice of the test set, eager and compiled alternated.
     x = D.binarise(ds.test_x[: args.eval_images], D.seeded(1)).to(device)
-    is_log_likelihood(vae, x[:10], k=100)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    is_log_likelihood(vae, x, k=1000)
-    sync(device)
-    seconds = time.perf_counter() - start
+    evaluated = {"eager": trainers["hand loop"][1]}
+    if "hand loop compiled" in trainers:
+        evaluated["compiled"] = trainers["hand loop compiled"][1]
+    for vae in evaluated.values():
+        is_log_likelihood(vae, x, k=1000)  # warm-up: the very shapes timed, so compilation is done
+    eval_times = {label: [] for label in evaluated}
+    for _ in range(3):
+        for label, vae in evaluated.items():
+            sync(device)
+            start = time.perf_counter()
+            is_log_likelihood(vae, x, k=1000)
+            sync(device)
+            eval_times[label].append(time.perf_counter() - start)
     dec = [base.z_dim, args.hidden, ds.x_dim]
     eval_flops = 2.0 * args.eval_images * 1000 * sum(m * n for m, n in zip(dec[:-1], dec[1:]))
     gemm = step_flops(layer_shapes(base, ds.x_dim)) / floor["hand loop"] / 1e6
-    print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images: {seconds:.2f} s, "
-          f"{eval_flops / seconds / 1e9:.1f} GFLOP/s in the decoder = {eval_flops / seconds / 1e9 / gemm:.0%} "
-          f"of the GEMM rate above; {seconds * len(ds.test_x) / args.eval_images:.0f} s for all {len(ds.test_x)}")
+    print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images (median of 3, alternated):")
+    for label, ts in eval_times.items():
+        seconds = statistics.median(ts)
+        print(f"  {label}: {seconds:.2f} s, {eval_flops / seconds / 1e9:.1f} GFLOP/s in the decoder = "
+              f"{eval_flops / seconds / 1e9 / gemm:.0%} of the GEMM rate above; "
+              f"{seconds * len(ds.test_x) / args.eval_images:.0f} s for all {len(ds.test_x)}")
+    if len(eval_times) == 2:
+        print(f"  compiled / eager: {statistics.median(eval_times['compiled']) / statistics.median(eval_times['eager']):.2f}")
+    if not compiled and args.compiled:
+        print("(no C++ compiler found: the compiled variants were left out)")
 
     print("\nThe Bernoulli log-likelihood, two ways (ms, median of 15):")
     print("| rows x 784 | pass | x·l − softplus(l) | −BCE-with-logits | ratio |\n|---|---|---|---|---|")

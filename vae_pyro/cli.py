@@ -62,7 +62,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         flag = "--model-option" if f.name == "model_options" else "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING and f.default is not None else None
         shown = f" [{default}]" if default is not None else ""
-        if f.name == "conv":
+        if f.name in ("conv", "compile"):
             p.add_argument(flag, action="store_const", const=True, help=f.metadata["help"])
         elif f.name == "model_options":
             p.add_argument(flag, dest=f.name, action="append", type=model_option, metavar="K=V", help=f.metadata["help"])
@@ -184,7 +184,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vae_pyro.lab.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, k=args.k, device=args.device, progress=True)
+    result = evaluate_run(args.run, k=args.k, device=args.device, progress=True, compile=args.compile)
     print(f"{args.run}: test set, nats per image")
     for key, value in result.items():
         print(f"  {key:34} {value:10.3f}" if isinstance(value, float) else f"  {key:34} {value:>10}")
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("--k", type=positive_int, default=1000, help="importance samples per image [1000]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model's networks first")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("check", help="hand-derived vs Pyro estimators on real batches, any model; exit 1 on failure")

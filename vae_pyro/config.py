@@ -17,7 +17,7 @@ from vae_pyro.errors import VaeError
 DEVICES = ("auto", "cpu", "cuda")
 LOOPS = ("fast", "svi")
 # keys a resumed run may change: they alter how it continues, not what it is
-RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir"}
+RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir", "compile"}
 
 
 def option(default: Any, help: str, choices: tuple | None = None, model: bool = False) -> Any:
@@ -61,6 +61,8 @@ class Config:
     seed: int = option(0, "seeds weights, data order, binarisation and noise")
     device: str = option("auto", "auto, cpu, cuda", DEVICES)
     loop: str = option("fast", "fast (one torch optimizer) or svi (pyro.infer.SVI, the reference)", LOOPS)
+    compile: bool = option(False, "torch.compile the model's networks and its hand_loss (opt-in; measured in "
+                                  "experiments/bench.py)")
 
     def __post_init__(self) -> None:
         if self.hidden is not None:
@@ -89,6 +91,9 @@ class Config:
         if self.kl_warmup and self.estimator.startswith("jit-"):
             raise VaeError("--kl-warmup changes the KL weight every epoch, which a jit-* estimator would have "
                            "compiled as a constant; use trace or meanfield")
+        if self.compile and self.estimator.startswith("jit-"):
+            raise VaeError(f"--compile and {self.estimator} are two compilers of one step; drop one (--compile "
+                           f"with {self.estimator.removeprefix('jit-')}, or {self.estimator} alone)")
         if self.hidden and min(self.hidden) < 1:
             raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256 (or none), got {self.hidden}")
         for key in ("lr", "min_scale"):

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vae_pyro.estimators.particles import log_mean_exp
-from vae_pyro.lab import traces
+from vae_pyro.lab import compiling, traces
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
 from vae_pyro.lab.runs import write_json
 
@@ -121,10 +121,14 @@ def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, pr
     return result
 
 
-def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progress: bool = False) -> dict:
+def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progress: bool = False,
+                 compile: bool = False) -> dict:
     """A run's last checkpoint on its test set (``evaluate``), written to ``evaluation.json`` and returned.
-    The IS estimates of other K already there for the same epoch are kept beside this K's."""
+    The IS estimates of other K already there for the same epoch are kept beside this K's. ``compile``:
+    its networks through ``torch.compile`` first (``lab.compiling``)."""
     run = restore_run(run_dir, device)
+    if compile:
+        compiling.compile_model(run.module)
     path = Path(run_dir) / "evaluation.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     kept = {key: v for key, v in saved.items() if key.startswith("test_is_log_likelihood_k")} \

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
-from vae_pyro.lab import distributed, evaluate, faults, memory
+from vae_pyro.lab import compiling, distributed, evaluate, faults, memory
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, load_data, make_estimator, resolve_device
 from vae_pyro.lab.runs import CHECKPOINT, Run
 from vae_pyro.lab.trainers import make_trainer
@@ -169,6 +169,8 @@ def fit(
         ranks = f" x {world.size} processes" if world.size > 1 else ""
         raise VaeError(f"--batch-size {cfg.batch_size}{ranks} exceeds the {len(data.train_x)} training images; lower it")
     vae = memory.checked_model(cfg, data, device)  # refuses a step that would not fit, before any write
+    if cfg.compile:
+        compiling.compile_model(vae)
     estimator = make_estimator(cfg, vae, data.train_x, labels(vae, data.train_y))
     beta = getattr(vae, "beta", None)  # the KL weight a warm-up rises to
     if world.size > 1:
