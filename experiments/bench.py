@@ -117,8 +117,10 @@ def probe_memory(kind: str, args: argparse.Namespace) -> None:
     loaded = resident_peak_mib(reset=True)
     if kind == "train":
         trainer = make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr)
+        steps = len(ds.train_x) // args.batch  # full batches, wrapping round a small data set
         for i in range(40):
-            trainer.step(D.binarise(ds.train_x[i * args.batch : (i + 1) * args.batch], D.seeded(i)))
+            j = i % steps
+            trainer.step(D.binarise(ds.train_x[j * args.batch : (j + 1) * args.batch], D.seeded(i)))
     else:
         is_log_likelihood(vae, D.binarise(ds.test_x[:100], D.seeded(1)), k=5000)
     print(loaded, resident_peak_mib())
