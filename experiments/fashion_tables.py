@@ -93,6 +93,14 @@ def burda_rows(out: Path) -> list[list[str]]:
     return rows
 
 
+def table(header: list[str], rows: list[list[str]], optional: int) -> str:
+    """Markdown, without column ``optional`` (the larger-K estimate) when no row has it."""
+    if all(row[optional] == "–" for row in rows):
+        header, rows = [h for i, h in enumerate(header) if i != optional], [
+            [c for i, c in enumerate(row) if i != optional] for row in rows]
+    return markdown_table(header, rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", nargs="?", default="runs/fashion")
@@ -103,12 +111,12 @@ def main() -> None:
               "s/epoch"]
     rows = estimator_rows(out, "vae-k5") + estimator_rows(out, "vae-k50")
     print("Table 1: estimators on the one-layer VAE\n")
-    print(markdown_table(header, rows) if rows else "(not run yet)")
+    print(table(header, rows, 4) if rows else "(not run yet)")
     print("\nTable 2: Burda et al.'s experiment, seed 0, test −log p(x) and −ELBO in nats\n")
     rows = burda_rows(out)
     header = ["stochastic layers", "objective", "K", "test −log p(x), IS", "IS at the larger K", "test −ELBO",
               "active units", "s/epoch"]
-    print(markdown_table(header, rows) if rows else "(not run yet)")
+    print(table(header, rows, 4) if rows else "(not run yet)")
     curves = out / "vae-k5" / "figures" / "curves.png"
     if curves.exists():
         Path(args.figures).mkdir(parents=True, exist_ok=True)
