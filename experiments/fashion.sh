@@ -3,13 +3,13 @@
 # Debian's dataset-fashion-mnist package or a torchvision download): the README's Fashion-MNIST tables.
 # Every step resumes: after a stop, run the same command again and finished runs are kept.
 #
-#   nohup bash experiments/fashion.sh > runs/fashion.log 2>&1 &         # the defaults: about 2 h on 2 cores
+#   nohup bash experiments/fashion.sh > runs/fashion.log 2>&1 &         # the defaults: 1 h 59 min on 2 cores
 #   EPOCHS=50 SEEDS=5 K_FINAL=5000 OUT=runs/fashion-full bash experiments/fashion.sh   # a night, or a GPU
 #
 # The defaults are sized to a 2-core machine's afternoon: 5 epochs, 3 seeds, every run's test log p(x)
 # by importance sampling with K = 1,000 on all 10,000 test images (about 100 s per model here).
-# K_FINAL adds a second estimate at that K for the seed-0 runs of both tables (about 8 minutes per
-# model at K = 5,000 here, 13 models), so it is off by default.
+# K_FINAL adds a second estimate at that K for the seed-0 runs of both tables (about 10 minutes per
+# model at K = 5,000 here, 13 models, as long again as the defaults), so it is off by default.
 #
 # Then `python experiments/fashion_tables.py runs/fashion` prints the tables and copies the figures.
 set -euo pipefail
