@@ -38,6 +38,7 @@ from vae_pyro.lab.compiling import compile_model, cxx_found
 from vae_pyro.lab.evaluate import is_log_likelihood
 from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
 from vae_pyro.lab.trainers import make_trainer
+from vae_pyro.models import hand
 
 
 def sync(device: torch.device) -> None:
@@ -75,10 +76,6 @@ def gemm_floor_ms(shapes: list[tuple[int, int, int]], device: torch.device, repe
     return 1000 * statistics.median(times)
 
 
-def hand_form(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (x * logits - F.softplus(logits)).sum(-1)
-
-
 def bernoulli_forms(rows: int, device: torch.device, grad: bool, repeats: int = 15) -> dict[str, float]:
     """Median ms of log Bern(x | sigmoid(l)) summed per row, written as x·l − softplus(l) (hand.py), as
     −BCE-with-logits (torch's, and so Pyro's, Bernoulli.log_prob) and, with a C++ compiler, as the first
@@ -86,11 +83,11 @@ def bernoulli_forms(rows: int, device: torch.device, grad: bool, repeats: int = 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(rows, 784, generator=gen).to(device).requires_grad_(grad)
     x = (torch.rand(rows, 784, generator=gen) < 0.3).float().to(device)
-    forms = {"x·l − softplus(l)": lambda: hand_form(logits, x),
+    forms = {"x·l − softplus(l)": lambda: hand.bernoulli_log_prob(x, logits),
              "−BCE-with-logits": lambda: -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)}
     if cxx_found():
-        fused = torch.compile(hand_form)
-        forms["compiled x·l − softplus(l)"] = lambda: fused(logits, x)
+        fused = torch.compile(hand.bernoulli_log_prob)
+        forms["compiled x·l − softplus(l)"] = lambda: fused(x, logits)
     times = {name: [] for name in forms}
     with torch.set_grad_enabled(grad):
         for i in range(repeats + 2):
@@ -104,6 +101,12 @@ def bernoulli_forms(rows: int, device: torch.device, grad: bool, repeats: int = 
                 if i >= 2:
                     times[name].append(1000 * (time.perf_counter() - start))
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def wrapped_batches(x: torch.Tensor, size: int, steps: int) -> list[torch.Tensor]:
+    """``steps`` full batches of ``x`` in order, wrapping round a small data set (mnist5k has 31 of 128)."""
+    per_epoch = len(x) // size
+    return [x[j * size : (j + 1) * size] for j in (i % per_epoch for i in range(steps))]
 
 
 def resident_peak_mib(reset: bool = False) -> float:
@@ -125,10 +128,8 @@ def probe_memory(kind: str, args: argparse.Namespace) -> None:
     loaded = resident_peak_mib(reset=True)
     if kind == "train":
         trainer = make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr)
-        steps = len(ds.train_x) // args.batch  # full batches, wrapping round a small data set
-        for i in range(40):
-            j = i % steps
-            trainer.step(D.binarise(ds.train_x[j * args.batch : (j + 1) * args.batch], D.seeded(i)))
+        for i, b in enumerate(wrapped_batches(ds.train_x, args.batch, 40)):
+            trainer.step(D.binarise(b, D.seeded(i)))
     else:
         is_log_likelihood(vae, D.binarise(ds.test_x[:100], D.seeded(1)), k=5000)
     print(loaded, resident_peak_mib())
@@ -166,8 +167,7 @@ def main() -> None:
     ds = D.load(args.dataset)
     x_all = D.binarise(ds.train_x, D.seeded(0)).to(device)
     steps_per_epoch = len(ds.train_x) // args.batch
-    # full batches only, wrapping round a small data set (mnist5k has 31 of 128, fewer than --steps)
-    batches = [x_all[j * args.batch : (j + 1) * args.batch] for j in (i % steps_per_epoch for i in range(args.steps))]
+    batches = wrapped_batches(x_all, args.batch, args.steps)
 
     variants = {"hand loop": ("hand", "fast", False)}
     for name in args.estimators.split(","):
@@ -177,15 +177,16 @@ def main() -> None:
     for name in compiled:
         variants["hand loop compiled" if name == "hand" else f"{name} fast compiled"] = (name, "fast", True)
     trainers, flops = {}, {}
-    for label, (name, loop, compile) in variants.items():
+    for label, (name, loop, with_compile) in variants.items():
         cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
         vae = instantiate(cfg, ds.x_dim, device)
-        if compile:
+        if with_compile:
             compile_model(vae)
         trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
         flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
-    floor = {label: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
-             for label, (n, _, _) in variants.items()}
+    floor_of = {n: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
+                for n in dict.fromkeys(n for n, _, _ in variants.values())}  # once per estimator: same shapes
+    floor = {label: floor_of[n] for label, (n, _, _) in variants.items()}
 
     # Pyro's param store is global: each trainer owns it while it steps (a fresh one per switch
     # would re-trace the jit-* estimators, so each keeps its own store and swaps it in).

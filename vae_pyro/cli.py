@@ -62,7 +62,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         flag = "--model-option" if f.name == "model_options" else "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING and f.default is not None else None
         shown = f" [{default}]" if default is not None else ""
-        if f.name in ("conv", "compile"):
+        if "bool" in str(f.type):  # a switch: given means True
             p.add_argument(flag, action="store_const", const=True, help=f.metadata["help"])
         elif f.name == "model_options":
             p.add_argument(flag, dest=f.name, action="append", type=model_option, metavar="K=V", help=f.metadata["help"])
