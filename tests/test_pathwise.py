@@ -3,51 +3,15 @@ and on the linear-Gaussian model at its exact posterior. Expectations are compar
 projected onto a fixed random direction, per parameter group, within 4 standard errors."""
 
 import math
-from pathlib import Path
 
 import pyro
 import pytest
 import torch
+from conftest import EXAMPLES, projected_draws, z_score
 
 from vae_pyro import estimators
 from vae_pyro.lab import diagnostics, traces
 from vae_pyro.models import VAE, contract
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def projected_draws(name: str | estimators.Estimator, module, x, draws: int, seed: int, **options
-                    ) -> dict[str, torch.Tensor]:
-    """``draws`` gradients of estimator ``name`` (or an Estimator), each projected onto a fixed random
-    direction, for the guide's and the model's parameters: {group: (draws,) float64}."""
-    groups = traces.parameter_groups(module, x)
-    gen = torch.Generator().manual_seed(123)
-    direction = {g: [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in ps] for g, ps in groups.items()}
-    pyro.clear_param_store()
-    est = estimators.make(name, **options) if isinstance(name, str) else name
-    torch.manual_seed(seed)
-    out = {g: torch.empty(draws, dtype=torch.float64) for g in groups}
-    for d in range(draws):
-        module.zero_grad(set_to_none=True)
-        est.backward(module, x)
-        for g, ps in groups.items():
-            out[g][d] = sum((p.grad.double() * u).sum() for p, u in zip(ps, direction[g]) if p.grad is not None)
-    module.zero_grad(set_to_none=True)
-    return out
-
-
-def z_score(a: torch.Tensor, b: torch.Tensor) -> float:
-    """(mean a − mean b) in standard errors of the difference (independent draws)."""
-    return ((a.mean() - b.mean()) / math.sqrt(a.var() / len(a) + b.var() / len(b))).item()
-
-
-@pytest.fixture(scope="module")
-def vae_and_batch(batch):
-    torch.manual_seed(0)
-    vae = VAE(z_dim=4, hidden=(32,)).double()
-    with torch.no_grad():  # away from the optimum and from the prior: a sizable, informative gradient
-        vae.encoder.net[-1].bias[:4] += 0.5
-    return vae, batch[:16].double()
 
 
 def test_stl_has_the_expected_gradient_of_trace(vae_and_batch):
@@ -185,11 +149,11 @@ def one_draw(name: str, vae, x, seed: int = 13, **options) -> tuple[float, dict[
 
 
 @pytest.mark.parametrize("name, options, reference, reference_options", [
-    ("miwae", {"m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),      # one group: the IWAE bound
-    ("miwae", {"m": 5, "iwae_k": 1}, "trace", {"particles": 5}),  # groups of one: the ELBO
-    ("piwae", {"m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
-    ("ciwae", {"beta": 0.0, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
-    ("ciwae", {"beta": 1.0, "iwae_k": 5}, "trace", {"particles": 5}),
+    ("miwae", {"iwae_m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),      # one group: the IWAE bound
+    ("miwae", {"iwae_m": 5, "iwae_k": 1}, "trace", {"particles": 5}),  # groups of one: the ELBO
+    ("piwae", {"iwae_m": 1, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
+    ("ciwae", {"ciwae_beta": 0.0, "iwae_k": 5}, "iwae", {"iwae_k": 5}),
+    ("ciwae", {"ciwae_beta": 1.0, "iwae_k": 5}, "trace", {"particles": 5}),
 ])
 def test_rainforth_bounds_reduce_to_iwae_and_the_elbo_at_their_limits(vae_and_batch, name, options, reference,
                                                                       reference_options):
@@ -205,9 +169,9 @@ def test_rainforth_bounds_reduce_to_iwae_and_the_elbo_at_their_limits(vae_and_ba
 def test_piwae_gives_theta_the_iwae_gradient_and_phi_the_miwae_gradient(vae_and_batch):
     """PIWAE(M, K) on the same M·K draws: θ's gradient is IWAE_{M·K}'s, φ's is MIWAE_{M,K}'s."""
     vae, x = vae_and_batch
-    _, piwae = one_draw("piwae", vae, x, m=3, iwae_k=4)
+    _, piwae = one_draw("piwae", vae, x, iwae_m=3, iwae_k=4)
     _, iwae = one_draw("iwae", vae, x, iwae_k=12)
-    _, miwae = one_draw("miwae", vae, x, m=3, iwae_k=4)
+    _, miwae = one_draw("miwae", vae, x, iwae_m=3, iwae_k=4)
     torch.testing.assert_close(piwae["model"], iwae["model"], rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(piwae["guide"], miwae["guide"], rtol=1e-8, atol=1e-10)
     assert not torch.allclose(iwae["guide"], miwae["guide"])  # and the two do differ
@@ -227,7 +191,7 @@ def test_vimco_has_the_expected_gradient_of_the_unbaselined_score_function_and_l
     """On the mixture-prior example (c has no reparameterised sample), VIMCO's guide gradient has the
     expectation of the same multi-sample score-function estimator without baselines (within 4 se) and a
     smaller variance: the leave-one-out baselines only remove noise."""
-    from vae_pyro.estimators.particles import log_mean_exp
+    from vae_pyro.estimators.bounds import log_mean_exp
     from vae_pyro.estimators.vimco import VIMCO
 
     class NoBaseline(VIMCO):
@@ -241,7 +205,8 @@ def test_vimco_has_the_expected_gradient_of_the_unbaselined_score_function_and_l
     module = contract.construct(contract.load_class(spec), {"x_dim": 784, "width": 32, "z_dim": 4}, spec).double()
     x = torch.bernoulli(mnist5k.test_x[:8].double(), generator=torch.Generator().manual_seed(0))
     vimco = projected_draws("vimco", module, x, 300, seed=1, iwae_k=5)
-    plain = projected_draws(estimators.Estimator("no-baseline", 5, NoBaseline(num_particles=5)), module, x, 300, seed=2)
+    plain = projected_draws(estimators.Estimator(estimators.spec("vimco"), 5, NoBaseline(num_particles=5)), module, x,
+                            300, seed=2)
     assert abs(z_score(vimco["guide"], plain["guide"])) < 4
     assert vimco["guide"].var() < 0.5 * plain["guide"].var()
     torch.testing.assert_close(vimco["model"].mean(), plain["model"].mean(), rtol=0.2, atol=1.0)

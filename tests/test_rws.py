@@ -7,9 +7,9 @@ import math
 import pyro
 import pytest
 import torch
+from conftest import EXAMPLES, projected_draws, z_score
 from pyro.infer import ReweightedWakeSleep as PyroReweightedWakeSleep
 
-from tests.test_pathwise import EXAMPLES, projected_draws, vae_and_batch, z_score  # noqa: F401 (a fixture)
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import traces
@@ -130,5 +130,5 @@ def test_rws_trains_a_discrete_site_and_needs_two_draws(tmp_path):
     x = (torch.rand(4, 784) < 0.5).float()
     guide_tr, model_tr = contract.run_traces(module, x, None)
     estimators.check_model("rws", module, guide_tr, model_tr)  # accepted
-    with pytest.raises(VaeError, match="rws's self-normalised weights need at least two draws"):
-        estimators.check_options("rws", 1, "none", iwae_k=1)
+    with pytest.raises(VaeError, match="rws needs at least 2 draws per image; use --iwae-k 2"):
+        estimators.check_options("rws", {"iwae_k": 1})
