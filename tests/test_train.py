@@ -69,10 +69,11 @@ def untrained_test_elbo() -> float:
 
 
 @pytest.mark.parametrize("estimator", [n for n in estimators.NAMES if n != "enum"])  # enum: a discrete site's
-@pytest.mark.parametrize("samples", [1, 3])                                      # (tests/test_open_lab.py)
+@pytest.mark.parametrize("samples", [1, 3])                                      # (tests/test_user_models.py)
 def test_every_estimator_trains(tmp_path, estimator, samples, untrained_test_elbo):
-    k = max(samples, 2) if estimator in estimators.PATHLESS else samples  # vimco's and rws's weights need two draws
-    options = {"iwae_k": k} if estimator in estimators.IWAE_FAMILY else {"particles": samples}
+    spec = estimators.spec(estimator)
+    k = max(samples, spec.min_samples)  # vimco's and rws's weights need two draws
+    options = {"iwae_k": k} if spec.samples == "K" else {"particles": samples}
     result = fit(Config(estimator=estimator, **options, **{**TINY, "epochs": 1}), tmp_path / "r", progress=False)
     assert math.isfinite(result.history[0]["train_elbo"])
     assert result.history[0]["test_elbo"] > untrained_test_elbo + 50  # one epoch gains well over 50 nats

@@ -36,9 +36,9 @@ class Config:
     dataset: str = option("mnist5k", "mnist5k (bundled), mnist, fashion-mnist, synthetic-linear", (*DATASETS, GIVEN))
     data_dir: str | None = option(None, "folder for downloaded data sets [~/.cache/vae_pyro]")
     estimator: str = option("meanfield", ", ".join(estimators.NAMES), estimators.NAMES)
-    particles: int = option(1, "Monte-Carlo samples L per image")
+    particles: int = option(1, f"Monte-Carlo samples L per image of {', '.join(estimators.names_with('L'))}")
     baseline: str = option("none", "score estimator's baseline: none, decaying, neural", estimators.BASELINES)
-    iwae_k: int = option(5, "samples K per image of the iwae, iwae-stl, iwae-dreg and renyi bounds")
+    iwae_k: int = option(5, f"samples K per image of {', '.join(estimators.names_with('K'))}")
     alpha: float | None = option(None, "renyi's alpha >= 0, not 1 (0: the IWAE bound; towards 1: the ELBO) [0.5]")
     iwae_m: int | None = option(None, "miwae / piwae: M groups of --iwae-k draws per image [4]")
     ciwae_beta: float | None = option(None, "ciwae: weight beta of the ELBO against the IWAE bound, in [0, 1] [0.5]")
@@ -78,12 +78,11 @@ class Config:
             allowed = f.metadata["choices"]
             if allowed and getattr(self, f.name) not in allowed:
                 raise VaeError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of {', '.join(allowed)}")
-        estimators.check_options(self.estimator, self.particles, self.baseline, self.alpha, self.iwae_m,
-                                 self.ciwae_beta, self.iwae_k)
         for key in ("particles", "iwae_k", "z_dim", "batch_size", "epochs"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+        estimators.check_options(self.estimator, self.estimator_options())
         if self.seed < 0:
             raise VaeError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.kl_warmup < 0:
@@ -102,6 +101,10 @@ class Config:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive finite number, got {value}")
         if self.beta is not None and not (self.beta >= 0 and math.isfinite(self.beta)):
             raise VaeError(f"--beta must be a finite number >= 0, got {self.beta}")
+
+    def estimator_options(self) -> dict[str, Any]:
+        """The estimator's draws per image (``particles``, ``iwae_k``) and the options estimators own."""
+        return {k: getattr(self, k) for k in ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta")}
 
     def model_kwargs(self) -> dict[str, Any]:
         """The options given for the model's constructor: the shared ones that were set, and --model-option."""

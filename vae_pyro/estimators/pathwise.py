@@ -17,7 +17,9 @@ iwae-dreg the second sum tops the first's weights w̃² up to w̃). The value re
 
 import torch
 
-from vae_pyro.estimators.particles import ParticleBound, log_mean_exp
+from vae_pyro.estimators.bounds import log_mean_exp
+from vae_pyro.estimators.particles import ParticleBound
+from vae_pyro.estimators.spec import EstimatorSpec, expects
 
 BOUNDS = ("elbo", "iwae")
 GUIDE_GRADIENTS = ("stl", "dreg")
@@ -49,3 +51,16 @@ class PathwiseELBO(ParticleBound):
             return (w * log_w).sum(), bound
         log_p_fixed_z = self.log_p_at(model, fixed_z, n, args, kwargs)
         return (w**2 * log_w).sum() + ((w - w**2) * log_p_fixed_z).sum(), bound
+
+
+RSAMPLE = frozenset({"rsample"})
+SPECS = (
+    EstimatorSpec("stl", lambda **kw: PathwiseELBO("elbo", "stl", **kw), "ELBO; sticking the landing: φ's "
+                  "gradient through z's path only", "Roeder, Wu & Duvenaud 2017", expects("elbo"), needs=RSAMPLE),
+    EstimatorSpec("iwae-stl", lambda **kw: PathwiseELBO("iwae", "stl", **kw), "IWAE bound of K draws; φ's "
+                  "gradient through the paths only (biased for K > 1)", "Roeder et al. 2017; Tucker et al. 2018",
+                  expects("iwae", guide=False), samples="K", needs=RSAMPLE),
+    EstimatorSpec("iwae-dreg", lambda **kw: PathwiseELBO("iwae", "dreg", **kw), "IWAE bound of K draws; "
+                  "doubly reparameterised φ gradient", "Tucker, Lawson, Gu & Maddison 2018", expects("iwae"),
+                  samples="K", needs=RSAMPLE),
+)

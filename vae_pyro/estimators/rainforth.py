@@ -13,14 +13,11 @@ is the IWAE_{M·K} bound, the model's objective.
 
 import torch
 
-from vae_pyro.estimators.particles import ParticleBound, log_mean_exp
+from vae_pyro.estimators.bounds import ciwae, log_mean_exp, miwae
+from vae_pyro.estimators.particles import ParticleBound
+from vae_pyro.estimators.spec import EstimatorSpec, expects
 
 KINDS = ("miwae", "piwae", "ciwae")
-
-
-def miwae(log_w: torch.Tensor, m: int) -> torch.Tensor:
-    """(1/M) Σ_m log (1/K) Σ_k w_{m,k} per image, for log_w of shape (M·K, N)."""
-    return log_mean_exp(log_w.reshape(m, -1, log_w.shape[-1]), 1).mean(0)
 
 
 class MultiSampleELBO(ParticleBound):
@@ -38,12 +35,27 @@ class MultiSampleELBO(ParticleBound):
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         log_w, fixed_z, n = self.log_weights(model, guide, args, kwargs)
         if self.kind == "ciwae":
-            bound = self.beta * log_w.mean(0) + (1 - self.beta) * log_mean_exp(log_w)
+            bound = ciwae(log_w, ciwae_beta=self.beta)
             return bound.sum(), bound.detach().sum()
         if self.kind == "miwae":
-            bound = miwae(log_w, self.m)
+            bound = miwae(log_w, iwae_m=self.m)
             return bound.sum(), bound.detach().sum()
         log_p = self.log_p_at(model, fixed_z, n, args, kwargs)
         log_w_theta = log_p - (log_p - log_w).detach()  # = log w in value; its gradient reaches θ alone
-        surrogate = miwae(log_w, self.m) + log_mean_exp(log_w_theta) - miwae(log_w_theta, self.m)
+        surrogate = miwae(log_w, iwae_m=self.m) + log_mean_exp(log_w_theta) - miwae(log_w_theta, iwae_m=self.m)
         return surrogate.sum(), log_mean_exp(log_w.detach()).sum()
+
+
+RSAMPLE = frozenset({"rsample"})
+PAPER = "Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh 2018"
+SPECS = (
+    EstimatorSpec("miwae", lambda iwae_m, **kw: MultiSampleELBO("miwae", m=iwae_m, **kw), "MIWAE bound: the "
+                  "mean of --iwae-m IWAE bounds of K draws", PAPER, expects("miwae"), samples="K",
+                  options={"iwae_m": 4}, needs=RSAMPLE),
+    EstimatorSpec("piwae", lambda iwae_m, **kw: MultiSampleELBO("piwae", m=iwae_m, **kw), "IWAE bound of M·K "
+                  "draws for θ, the MIWAE bound for φ", PAPER, expects("iwae", guide="miwae"), samples="K",
+                  options={"iwae_m": 4}, needs=RSAMPLE),
+    EstimatorSpec("ciwae", lambda ciwae_beta, **kw: MultiSampleELBO("ciwae", beta=ciwae_beta, **kw), "CIWAE: "
+                  "β·ELBO + (1 − β)·IWAE over K draws, β = --ciwae-beta", PAPER, expects("ciwae"), samples="K",
+                  options={"ciwae_beta": 0.5}, needs=RSAMPLE),
+)

@@ -17,7 +17,9 @@ the model's prior samples, which the lab's contract does not ask of a guide, so 
 
 import torch
 
-from vae_pyro.estimators.particles import ParticleBound, log_mean_exp
+from vae_pyro.estimators.bounds import log_mean_exp
+from vae_pyro.estimators.particles import ParticleBound
+from vae_pyro.estimators.spec import EstimatorSpec, expects
 
 
 class ReweightedWakeSleep(ParticleBound):
@@ -39,3 +41,9 @@ class ReweightedWakeSleep(ParticleBound):
         log_w = (log_p - log_q).detach()
         w = torch.softmax(log_w, 0)
         return (w * (log_p + log_q)).sum(), log_mean_exp(log_w).sum()
+
+
+SPEC = EstimatorSpec(
+    name="rws", build=ReweightedWakeSleep, summary="IWAE bound of K draws; θ by wake-θ, φ by wake-φ (the "
+    "inclusive KL)", paper="Bornschein & Bengio 2015; Le et al. 2019", reference=expects("iwae", guide=False),
+    samples="K", min_samples=2)

@@ -13,7 +13,9 @@ import math
 
 import torch
 
-from vae_pyro.estimators.particles import ParticleBound, log_mean_exp
+from vae_pyro.estimators.bounds import log_mean_exp
+from vae_pyro.estimators.particles import ParticleBound
+from vae_pyro.estimators.spec import EstimatorSpec, expects
 
 
 def leave_one_out(log_w: torch.Tensor) -> torch.Tensor:
@@ -38,3 +40,8 @@ class VIMCO(ParticleBound):
         bound = log_mean_exp(log_w)
         signal = (bound.detach().unsqueeze(0) - leave_one_out(log_w.detach()))
         return bound.sum() + (signal * self.score_log_q).sum(), bound.detach().sum()
+
+
+SPEC = EstimatorSpec(
+    name="vimco", build=VIMCO, summary="IWAE bound of K draws; score function with leave-one-out baselines where "
+    "no rsample", paper="Mnih & Rezende 2016", reference=expects("iwae"), samples="K", min_samples=2)

@@ -113,7 +113,7 @@ class Objective(nn.Module):
 
 
 def wrap(estimator: estimators.Estimator, vae: nn.Module, world: World, device: torch.device) -> DistributedDataParallel:
-    if estimator.elbo is not None and not hasattr(estimator.elbo, "differentiable_loss"):
+    if not hasattr(estimator.elbo, "differentiable_loss"):
         raise VaeError(
             f"{estimator.name} cannot train under torchrun: Pyro's {type(estimator.elbo).__name__} has no "
             "differentiable loss for DistributedDataParallel to average; train it in one process"

@@ -82,8 +82,7 @@ def make_estimator(cfg: Config, module: nn.Module, x: torch.Tensor, y: torch.Ten
     x, y = x[:1], None if y is None else y[:1]
     with traces.seeded_rng(cfg.seed, x.device):
         nesting = traces.plate_nesting(module, x, y)
-    return estimators.make(cfg.estimator, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting, cfg.alpha,
-                           cfg.iwae_m, cfg.ciwae_beta)
+    return estimators.make(cfg.estimator, nesting, x.shape[1], **cfg.estimator_options())
 
 
 @dataclass

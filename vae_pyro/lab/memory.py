@@ -64,9 +64,9 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     """``build_model``, refusing first, naming the estimate, the memory available and the option to
     lower, a model or a training step that would not fit in memory."""
     available = available_bytes(device)
-    samples = cfg.iwae_k if cfg.estimator in estimators.IWAE_FAMILY else cfg.particles
-    if cfg.estimator in estimators.GROUPED:
-        samples *= cfg.iwae_m or estimators.DEFAULTS["m"]
+    spec, options = estimators.spec(cfg.estimator), cfg.estimator_options()
+    samples = spec.draws(estimators.samples_of(cfg.estimator, cfg.particles, cfg.iwae_k),
+                         estimators.options_of(cfg.estimator, options))
 
     def refuse(need: float, what: str) -> None:
         raise VaeError(f"a training step needs about {need / GIB:.1f} GiB ({what}) but {available / GIB:.1f} GiB "
@@ -77,11 +77,12 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
         refuse(params, "the parameters, their gradients and Adam's moments")
     module = build_model(cfg, data, device)
     x, y = data.train_x[:4], labels(module, data.train_y[:4])
-    probe_k = 2 if cfg.estimator in estimators.PATHLESS else 1  # the fewest draws the estimator takes
-    probe = estimators.make(cfg.estimator.removeprefix("jit-"), 1, cfg.baseline, probe_k, x.shape[1],
-                            traces.plate_nesting(module, x, y))
+    name = cfg.estimator.removeprefix("jit-")  # measured eagerly
+    own = estimators.options_of(name, options)
+    probe = estimators.make(name, traces.plate_nesting(module, x, y), x.shape[1], iwae_k=spec.min_samples, **own)
     two, four = (saved_bytes(module, probe, x[:n], None if y is None else y[:n]) for n in (2, 4))
-    per_image = max(0.0, (four - two) / 2 / probe_k)  # the slope in the batch: what grows with images and samples
+    # the slope in the batch, per draw: what grows with images and samples
+    per_image = max(0.0, (four - two) / 2 / spec.draws(probe.samples, own))
     need = params + max(0.0, two - 2 * per_image) + per_image * cfg.batch_size * samples
     if need > HEADROOM * available:
         refuse(need, f"{per_image * samples / 2**20:.1f} MiB per image at {samples} sample(s), batch {cfg.batch_size}")
@@ -91,7 +92,7 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
 def lower(cfg: Config) -> str:
     """The options that set a step's size, as the user gave them."""
     options = ["--batch-size"]
-    if cfg.estimator in estimators.IWAE_FAMILY:
+    if estimators.spec(cfg.estimator).samples == "K":
         options.insert(0, "--iwae-k")
     elif cfg.particles > 1:
         options.insert(0, "--particles")

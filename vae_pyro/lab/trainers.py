@@ -75,7 +75,7 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
 
 
 def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast") -> SVITrainer | TorchTrainer:
-    """``fast``: TorchTrainer for every estimator; ``svi``: the reference SVI path for Pyro's ELBOs."""
-    if loop == "svi" and estimator.elbo is not None:
+    """``fast``: TorchTrainer; ``svi``: the reference path, ``pyro.infer.SVI`` (every estimator is a Pyro ELBO)."""
+    if loop == "svi":
         return SVITrainer(estimator, vae, lr)
     return TorchTrainer(estimator, vae, lr)
