@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+from vae_pyro.lab.evaluate import LikelihoodKey
 from vae_pyro.report.markdown import markdown_table
 
 # Burda et al.'s table: (layers, K) -> [(objective, compare folder, estimator)]; the one-layer ELBO at
@@ -29,8 +30,7 @@ def load(path: Path) -> dict | None:
 
 def is_keys(row: dict) -> list[int]:
     """The K of every IS estimate in a summary row or evaluation.json, ascending."""
-    return sorted(int(key.rsplit("k", 1)[1]) for key in row if key.startswith("test_is_log_likelihood_k")
-                  and key[-1].isdigit())
+    return [key.k for key in LikelihoodKey.all_in(row)]
 
 
 def final_is(run: Path, sign: float = 1.0) -> str:

@@ -4,10 +4,10 @@ import csv
 import json
 
 import pytest
+from conftest import compare_and_report
 
 from vae_pyro.cli import main
 from vae_pyro.errors import VaeError
-from vae_pyro.lab.compare import compare
 
 TINY = dict(hidden=(32,), z_dim=4, epochs=1, batch_size=256)
 NAMES = ["trace", "meanfield", "hand", "score", "iwae"]
@@ -16,7 +16,7 @@ NAMES = ["trace", "meanfield", "hand", "score", "iwae"]
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    summary = compare(dict(TINY), NAMES, out, k=10, grad_draws=5, loss_draws=10, progress=False)
+    summary = compare_and_report(dict(TINY), NAMES, out, k=10, grad_draws=5, loss_draws=10, progress=False)
     return out, summary
 
 
@@ -57,12 +57,12 @@ def test_hand_and_meanfield_train_to_the_same_weights(compared):
 def test_resume_keeps_finished_estimators_and_refuses_another_list(compared, tmp_path):
     out, _ = compared
     before = {n: (out / n / "checkpoint.pt").stat().st_mtime_ns for n in NAMES}
-    compare(dict(TINY), NAMES, out, resume=True, k=10, grad_draws=5, loss_draws=10, progress=False)
+    compare_and_report(dict(TINY), NAMES, out, resume=True, k=10, grad_draws=5, loss_draws=10, progress=False)
     assert {n: (out / n / "checkpoint.pt").stat().st_mtime_ns for n in NAMES} == before
     with pytest.raises(VaeError, match="already holds a comparison"):
-        compare(dict(TINY), NAMES, out, progress=False)
+        compare_and_report(dict(TINY), NAMES, out, progress=False)
     with pytest.raises(VaeError, match="cannot resume .* it compares trace,meanfield,hand,score,iwae"):
-        compare(dict(TINY), ["trace"], out, resume=True, progress=False)
+        compare_and_report(dict(TINY), ["trace"], out, resume=True, progress=False)
 
 
 def test_bad_estimator_list_is_refused_in_one_line(capsys, tmp_path):
@@ -78,7 +78,7 @@ def test_jobs_train_in_separate_processes_and_give_the_same_numbers(compared, tm
     """--jobs 2 trains each estimator in its own process (one thread each); the results equal one-by-one
     training to 1e-4 nats (bit for bit here; thread counts may change the last bits of a sum elsewhere)."""
     _, summary = compared
-    parallel = compare(dict(TINY), ["trace", "meanfield"], tmp_path / "p", jobs=2, k=10, grad_draws=5,
+    parallel = compare_and_report(dict(TINY), ["trace", "meanfield"], tmp_path / "p", jobs=2, k=10, grad_draws=5,
                        loss_draws=10, progress=False)
     rows = {r["estimator"]: r for r in summary["estimators"]}
     for row in parallel["estimators"]:
@@ -89,7 +89,7 @@ def test_jobs_train_in_separate_processes_and_give_the_same_numbers(compared, tm
 @pytest.fixture(scope="module")
 def compared_seeds(tmp_path_factory):
     out = tmp_path_factory.mktemp("seeds") / "cmp"
-    summary = compare(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
+    summary = compare_and_report(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
                       loss_draws=10, progress=False, seeds=3)
     return out, summary
 
@@ -139,17 +139,17 @@ def test_seed_rows_hold_means_ses_and_paired_intervals(compared_seeds):
 def test_seeds_resume_and_refuse_another_count(compared_seeds):
     out, summary = compared_seeds
     before = (out / "seed-2" / "hand" / "checkpoint.pt").stat().st_mtime_ns
-    again = compare(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
+    again = compare_and_report(dict(TINY), ["trace", "meanfield", "hand"], out, k=10, grad_draws=5, grad_batches=2,
                     loss_draws=10, progress=False, seeds=3, resume=True)
     assert (out / "seed-2" / "hand" / "checkpoint.pt").stat().st_mtime_ns == before
     assert again["estimators"] == summary["estimators"]
     with pytest.raises(VaeError, match="over 3 seed\\(s\\), asked trace,meanfield,hand over 2"):
-        compare(dict(TINY), ["trace", "meanfield", "hand"], out, seeds=2, resume=True, progress=False)
+        compare_and_report(dict(TINY), ["trace", "meanfield", "hand"], out, seeds=2, resume=True, progress=False)
 
 
 def test_a_reference_outside_the_comparison_is_refused(tmp_path):
     with pytest.raises(VaeError, match="--reference iwae is not among the compared estimators"):
-        compare(dict(TINY), ["trace", "meanfield"], tmp_path / "c", reference="iwae", progress=False)
+        compare_and_report(dict(TINY), ["trace", "meanfield"], tmp_path / "c", reference="iwae", progress=False)
     assert not (tmp_path / "c").exists()
 
 

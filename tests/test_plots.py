@@ -1,6 +1,8 @@
 """Every figure function writes a PNG of the size it promises."""
 
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,3 +103,19 @@ def test_observed_mean_with_fixed_latents_is_the_decoder_at_those_latents(mnist5
     torch.testing.assert_close(fixed, torch.sigmoid(vae.decode(z)[0]))
     x = mnist5k.test_x[:5]
     torch.testing.assert_close(traces.observed_mean(vae, x), torch.sigmoid(vae.decode(vae.encode(x)[0])[0]))
+
+
+def test_importing_vae_pyro_changes_nothing_global():
+    """No backend chosen, no style set, no warning filter installed by importing the package and its figures
+    (the libraries it builds on are imported first: what they do on import is theirs)."""
+    code = """
+import sys, warnings, matplotlib, pandas, pyro, seaborn, torch, torchvision, tqdm
+def state():  # the backend as set, read without resolving it; every other rcParam; the warning filters
+    return (dict.__getitem__(matplotlib.rcParams, "backend"),
+            {k: v for k, v in dict.items(matplotlib.rcParams) if k != "backend"}, list(warnings.filters))
+before = state()
+import vae_pyro, vae_pyro.report.figures, vae_pyro.estimators
+assert state() == before, "global state changed"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

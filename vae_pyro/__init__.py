@@ -7,6 +7,7 @@ from vae_pyro.api import (
                           check,
                           compare,
                           config,
+                          elbo,
                           evaluate,
                           fit,
                           gradient_stats,
@@ -16,6 +17,6 @@ from vae_pyro.api import (
 from vae_pyro.config import Config
 from vae_pyro.models import AE, CVAE, VAE
 
-__all__ = ["AE", "CVAE", "VAE", "Comparison", "Config", "Dataset", "check", "compare", "config", "evaluate", "fit",
+__all__ = ["AE", "CVAE", "VAE", "Comparison", "Config", "Dataset", "check", "compare", "config", "elbo", "evaluate", "fit",
            "gradient_stats", "load_data", "log_likelihood"]
 __version__ = "0.2.0"

@@ -29,13 +29,14 @@ from vae_pyro import estimators as registry
 from vae_pyro.config import Config
 from vae_pyro.lab import checks, diagnostics, traces
 from vae_pyro.lab import evaluate as evaluation
-from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, config_for
+from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, CompareSpec, config_for
 from vae_pyro.lab.compare import compare as compare_runs
 from vae_pyro.lab.experiment import Data, resolve_device
 from vae_pyro.lab.experiment import load_data as prepare
 from vae_pyro.lab.train import FitResult
 from vae_pyro.lab.train import fit as fit_run
 from vae_pyro.models import contract
+from vae_pyro.report.comparison import write as write_comparison
 
 Dataset = datasets.Dataset
 FIELDS = {f.name for f in fields(Config)}
@@ -96,10 +97,10 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
     cfg = config(model, data, **options)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
-    summary = compare_runs(given, list(estimators), out, jobs, resume, force, k, grad_draws, loss_draws, progress,
-                           command="vae_pyro.compare(...)",
-                           dataset=data if isinstance(data, datasets.Dataset) else None, seeds=seeds,
-                           reference=reference, grad_batches=grad_batches)
+    spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws, jobs)
+    result = compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",
+                          dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison)
+    summary = result.summary
     return Comparison(pd.DataFrame(summary["estimators"]), pd.DataFrame(summary["gradients"]), summary, out)
 
 
@@ -129,14 +130,26 @@ def gradient_stats(module: nn.Module, x: torch.Tensor, estimators: list[str], y:
     for name in estimators:
         cfg = config_for(options, name)
         pyro.clear_param_store()
-        estimator = registry.make(name, cfg.particles, cfg.baseline, cfg.iwae_k, x.shape[1], nesting, cfg.alpha,
-                                  cfg.iwae_m, cfg.ciwae_beta)
+        estimator = registry.make(name, nesting, x.shape[1], **cfg.estimator_options())
         rows += [s.to_dict() for s in diagnostics.gradient_stats(estimator, module, x, draws, seed, y=y)]
     return pd.DataFrame(rows)
 
 
-def check(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, draws: int = 2000,
-          seed: int = 0) -> pd.DataFrame:
-    """``vae-pyro check`` on a module and batch: hand vs meanfield on the same ε (with a hand_loss), trace vs
-    meanfield in expectation, the closed-form KL. One row per check, with ``passed``."""
-    return pd.DataFrame([vars(c) for c in checks.checks(module, x, y, draws, seed)])
+def check(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, estimators: list[str] | None = None,
+          draws: int = 100, seed: int = 0, progress: bool = False, **options: Any) -> checks.CheckReport:
+    """``vae-pyro check`` on a module and batch: the exact checks (hand vs meanfield on the same ε, the
+    closed-form KL), then every estimator in ``estimators`` (default: all that apply) against the bound and
+    gradients its record names, one row per quantity (``.table``), the refused ones with why (``.conformance
+    .refused``). ``options``: the estimators' (``iwae_k``, ``particles``, ``alpha``, ...)."""
+    return checks.run(module, x, y, estimators, draws, seed, progress, **options)
+
+
+def elbo(name: str, max_plate_nesting: int = 1, x_dim: int = 784, **options: Any) -> pyro.infer.ELBO:
+    """Estimator ``name`` as a Pyro ELBO for your own ``pyro.infer.SVI`` loop; the guide it needs (score's,
+    enum's) is applied inside. ``options``: ``particles`` or ``iwae_k`` (as its record says) and its own
+    (``baseline``, ``alpha``, ``iwae_m``, ``ciwae_beta``); ``max_plate_nesting``: the plates your model nests
+    (``x_dim`` sizes score's neural baseline)::
+
+        svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), loss=vp.elbo("iwae-dreg", iwae_k=5))
+    """
+    return registry.elbo(name, max_plate_nesting, x_dim, **options)

@@ -118,21 +118,22 @@ def estimator_list(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vae_pyro.lab.compare import compare
+    from vae_pyro.lab.compare import CompareSpec, compare
     from vae_pyro.lab.distributed import launched
+    from vae_pyro.report.comparison import write
     from vae_pyro.report.markdown import results_table, seeds_table
 
     out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
     command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
     if args.out is None and launched():
         raise VaeError("under torchrun, name the compare folder with --out (every process must agree on it)")
-    summary = compare(given(args), args.estimators, out, jobs=args.jobs, resume=args.resume, force=args.force,
-                      k=args.k, grad_draws=args.grad_draws, loss_draws=args.loss_draws,
-                      progress=not args.quiet, command=command, seeds=args.seeds, reference=args.reference,
-                      grad_batches=args.grad_batches)
-    if not summary:
+    spec = CompareSpec(tuple(args.estimators), args.seeds, args.reference, args.k, args.grad_draws, args.grad_batches,
+                       args.loss_draws, args.jobs)
+    result = compare(given(args), spec, out, resume=args.resume, force=args.force, progress=not args.quiet,
+                     command=command, render=write)
+    if result is None:
         return
-    print("\n" + (seeds_table(summary) if "seeds" in summary else results_table(summary)))
+    print("\n" + (seeds_table(result.summary) if result.over_seeds else results_table(result.summary)))
     print(f"\ncompare folder: {out} (summary.json, summary.csv, report.md, figures/)")
 
 
@@ -193,20 +194,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_check(args: argparse.Namespace) -> None:
     import torch
 
-    from vae_pyro.lab.checks import checks, print_checks
+    from vae_pyro.lab.checks import print_report, run
     from vae_pyro.lab.experiment import build_model, labels, load_data, restore_run
 
     if args.run:
-        run = restore_run(args.run, "cpu")
-        cfg, module, test = run.config, run.module, run.data
+        restored = restore_run(args.run, "cpu")
+        cfg, module, test = restored.config, restored.module, restored.data
     else:
         cfg = Config(**{**given(args), "estimator": "trace"})  # the checks choose their own estimators
         test = load_data(cfg, torch.device("cpu"))
         module = build_model(cfg, test, torch.device("cpu"))
+    unknown = [n for n in args.estimators or [] if n not in NAMES]
+    if unknown:
+        raise VaeError(f"unknown estimator {unknown[0]!r} in --estimators; choose from {', '.join(NAMES)}")
     x, y = test.test_x[: args.batch], labels(module, test.test_y[: args.batch])  # binarised once, as for evaluation
-    rows = checks(module, x, y, draws=args.draws, seed=cfg.seed)
-    print_checks(rows)
-    if not all(c.passed for c in rows):
+    options = {k: v for k, v in cfg.estimator_options().items() if v is not None}
+    report = run(module, x, y, args.estimators, draws=args.draws, seed=cfg.seed, progress=not args.quiet, **options)
+    print_report(report)
+    if not report.passed:
         sys.exit(1)
 
 
@@ -271,10 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model's networks first")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("check", help="hand-derived vs Pyro estimators on real batches, any model; exit 1 on failure")
+    p = sub.add_parser("check", help="every estimator against the bound and gradient it claims, on any model; "
+                                     "exit 1 on failure")
     add_config_options(p)
-    p.add_argument("--draws", type=positive_int, default=2000, help="draws for the trace-vs-meanfield mean [2000]")
-    p.add_argument("--batch", type=positive_int, default=64, help="test images in the batch [64]")
+    p.add_argument("--estimators", type=estimator_list, help=f"comma-separated, of {', '.join(NAMES)} [all that apply]")
+    p.add_argument("--draws", type=positive_int, default=100, help="paired draws per estimator [100]")
+    p.add_argument("--batch", type=positive_int, default=16, help="test images in the batch [16]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--run", help="check this run's trained module instead of a freshly initialised --model")
     p.set_defaults(func=cmd_check)
 

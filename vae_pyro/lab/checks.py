@@ -1,27 +1,26 @@
-"""Do the estimators compute what they claim? Checks on a real batch, for any model of the contract.
+"""Do the estimators compute what they claim? ``vae-pyro check`` on a real batch, for any model of the contract.
 
+Exact checks (float64):
 (a) with a ``hand_loss``: it and ``meanfield`` on the very ε Pyro drew give equal losses and
-    gradients (float64): ε = (z − μ) / σ of every Normal latent site of the guide trace.
-(b) ``trace`` − ``meanfield`` on the same draws of z is the Monte-Carlo KL error, zero in
-    expectation: its mean over many draws lies within 4 standard errors of 0 (where meanfield applies).
-(c) the closed-form Gaussian KL of ``hand.py`` equals ``torch.distributions.kl_divergence``.
+    gradients: ε = (z − μ) / σ of every Normal latent site of the guide trace.
+(b) the closed-form Gaussian KL of ``hand.py`` equals ``torch.distributions.kl_divergence``.
+Then the conformance rows (``conformance.py``): every estimator that applies to the model against the
+reference its record states, value and gradients, within 4 standard errors.
 """
 
 import copy
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from pyro import infer, poutine
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_pyro import estimators
-from vae_pyro.errors import VaeError
 from vae_pyro.estimators import batch
 from vae_pyro.lab import traces
+from vae_pyro.lab.conformance import Conformance, conformance, print_conformance
 from vae_pyro.models import contract, hand
-
-Z_SCORE = 4.0  # tolerance of a statistical check, in standard errors
 
 
 def _normal(fn) -> Normal:
@@ -62,23 +61,6 @@ def same_eps_gap(module: nn.Module, x: torch.Tensor, particles: int = 1, y: torc
     return (pyro_loss - hand_loss).abs().item() / len(x), grad_gap / grad_scale
 
 
-def trace_minus_meanfield(module: nn.Module, x: torch.Tensor, draws: int, y: torch.Tensor | None = None,
-                          seed: int = 0) -> torch.Tensor:
-    """Per draw, (trace loss − meanfield loss) per image on the same draws of z (the same seed before each)."""
-    nesting = traces.plate_nesting(module, x[:1], None if y is None else y[:1])
-    trace = infer.Trace_ELBO(max_plate_nesting=nesting)
-    meanfield = infer.TraceMeanField_ELBO(max_plate_nesting=nesting)
-    out = torch.empty(draws, dtype=torch.float64)
-    with torch.no_grad():
-        for d in range(draws):
-            torch.manual_seed(seed + d)
-            a = trace.differentiable_loss(module.model, module.guide, *batch(x, y))
-            torch.manual_seed(seed + d)
-            b = meanfield.differentiable_loss(module.model, module.guide, *batch(x, y))
-            out[d] = (a - b).item() / len(x)
-    return out
-
-
 def kl_gap(loc: torch.Tensor, scale: torch.Tensor) -> float:
     """max |closed-form KL − torch.distributions.kl_divergence| against N(0, I)."""
     q = Independent(Normal(loc, scale), 1)
@@ -95,12 +77,9 @@ class Check:
     note: str = ""  # why a check does not apply to this model
 
 
-def checks(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, draws: int = 2000, seed: int = 0
-           ) -> list[Check]:
-    """(a)-(c) on ``module`` and batch ``x`` (float64 copies); what does not apply to the model says why."""
+def exact_checks(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> list[Check]:
+    """(a) and (b) on ``module`` and batch ``x`` (float64 copies); what does not apply to the model says why."""
     module64, x64 = copy.deepcopy(module).double(), x.double()
-    torch.manual_seed(seed)
-    guide_tr, model_tr = contract.check(module64, x64, y)
     out = []
     if callable(getattr(module64, "hand_loss", None)):
         for particles in (1, 5):
@@ -112,25 +91,54 @@ def checks(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, dr
     else:
         out.append(Check("(a) hand vs meanfield: not applicable", "-", "-", True,
                          f"{type(module).__name__} has no hand_loss"))
-    try:
-        estimators.check_model("meanfield", module64, guide_tr, model_tr)
-        diff = trace_minus_meanfield(module64, x64, draws, y, seed)
-        mean, se = diff.mean().item(), diff.std().item() / draws**0.5
-        out.append(Check(f"(b) trace - meanfield over {draws} draws: mean +- se per image",
-                         f"{mean:+.4f} +- {se:.4f}", f"|mean| <= {Z_SCORE:g} se", abs(mean) <= Z_SCORE * se))
-    except VaeError as e:
-        out.append(Check("(b) trace - meanfield: not applicable", "-", "-", True, str(e).split(";")[0]))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(0)
     loc = 3 * torch.randn(1000, 20, generator=gen, dtype=torch.float64)
     scale = torch.exp(torch.randn(1000, 20, generator=gen, dtype=torch.float64))
     gap = kl_gap(loc, scale)
-    out.append(Check("(c) closed-form KL vs kl_divergence: max |d|", f"{gap:.1e}", "< 1e-9", gap < 1e-9))
+    out.append(Check("(b) closed-form KL vs kl_divergence: max |d|", f"{gap:.1e}", "< 1e-9", gap < 1e-9))
     return out
 
 
-def print_checks(rows: list[Check]) -> None:
+@dataclass
+class CheckReport:
+    """What ``vae-pyro check`` found: the exact checks and the conformance of every estimator."""
+
+    exact: list[Check]
+    conformance: Conformance
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.exact) and self.conformance.passed
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The conformance rows: estimator, reference, quantity, difference, se, z, ok."""
+        return self.conformance.table
+
+    @property
+    def exact_table(self) -> pd.DataFrame:
+        return pd.DataFrame([vars(c) for c in self.exact])
+
+    def __repr__(self) -> str:
+        return f"CheckReport({'passed' if self.passed else 'FAILED'}: {len(self.exact)} exact checks, {self.conformance})"
+
+    def _repr_html_(self) -> str:
+        return self.exact_table.to_html(index=False) + self.table.to_html(index=False)
+
+
+def run(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, names: list[str] | None = None,
+        draws: int = 100, seed: int = 0, progress: bool = False, **options) -> CheckReport:
+    """The exact checks, then every estimator in ``names`` (default: all that apply) against its reference."""
+    with traces.seeded_rng(seed, x.device):
+        exact = exact_checks(module, x, y)
+    return CheckReport(exact, conformance(module, x, y, names, draws, seed, progress, **options))
+
+
+def print_report(report: CheckReport) -> None:
     print(f"{'check':62}{'value':>22}{'tolerance':>18}  result")
-    for c in rows:
+    for c in report.exact:
         print(f"{c.name:62}{c.value:>22}{c.tolerance:>18}  {'ok' if c.passed else 'FAILED'}")
         if c.note:
             print(f"    {c.note}")
+    print()
+    print_conformance(report.conformance)

@@ -4,13 +4,14 @@ reconstruction at the guide's mean, active units of every continuous latent site
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vae_pyro.estimators.particles import log_mean_exp
+from vae_pyro.estimators.bounds import log_mean_exp
 from vae_pyro.lab import compiling, traces
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
 from vae_pyro.lab.runs import write_json
@@ -104,6 +105,39 @@ def cluster_accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, labels
     return out
 
 
+@dataclass(frozen=True)
+class LikelihoodKey:
+    """Where the IS log-likelihood estimate at K samples, and its standard error, stand in an evaluation
+    record (evaluation.json, a comparison's rows): the one place those names are made and read."""
+
+    k: int
+
+    PREFIX = "test_is_log_likelihood_k"
+
+    @property
+    def name(self) -> str:
+        return f"{self.PREFIX}{self.k}"
+
+    @property
+    def se(self) -> str:
+        return f"{self.name}_se"
+
+    @classmethod
+    def parse(cls, name: str) -> "LikelihoodKey | None":
+        """The key whose estimate ``name`` is (not its se), or None."""
+        digits = name.removeprefix(cls.PREFIX)
+        return cls(int(digits)) if name.startswith(cls.PREFIX) and digits.isdigit() else None
+
+    @classmethod
+    def all_in(cls, record: dict) -> list["LikelihoodKey"]:
+        """Every estimate in ``record``, by ascending K."""
+        return sorted(filter(None, map(cls.parse, record)), key=lambda key: key.k)
+
+    @classmethod
+    def first_in(cls, record: dict) -> "LikelihoodKey":
+        return cls.all_in(record)[0]
+
+
 def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, progress: bool = False) -> dict:
     """The module on ``data``'s test set: ELBO (``samples`` draws per image) ± its standard error,
     reconstruction and KL, the K-sample IS log-likelihood, the reconstruction at the guide's mean,
@@ -114,8 +148,9 @@ def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, pr
     result["test_recon_at_mean"] = recon_at_mean(module, x, y)
     if traces.latent_sites(module, x[:1], None if y is None else y[:1]):
         log_px = is_log_likelihood(module, x, y, k, progress=progress)
-        result[f"test_is_log_likelihood_k{k}"] = log_px.mean().item()
-        result[f"test_is_log_likelihood_k{k}_se"] = (log_px.std() / math.sqrt(len(log_px))).item()
+        key = LikelihoodKey(k)
+        result[key.name] = log_px.mean().item()
+        result[key.se] = (log_px.std() / math.sqrt(len(log_px))).item()
         result["active_units"] = active_units(module, x, y)
         result.update(cluster_accuracy(module, x, data.test_y, y))
     return result
@@ -131,7 +166,7 @@ def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progr
         compiling.compile_model(run.module)
     path = Path(run_dir) / "evaluation.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    kept = {key: v for key, v in saved.items() if key.startswith("test_is_log_likelihood_k")} \
+    kept = {name: saved[name] for key in LikelihoodKey.all_in(saved) for name in (key.name, key.se)} \
         if saved.get("epochs") == run.epochs else {}
     result = {"epochs": run.epochs, **kept, **evaluate(run.module, run.data, k, progress=progress)}
     write_json(path, result)

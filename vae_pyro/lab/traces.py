@@ -18,6 +18,7 @@ from typing import NamedTuple
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -67,9 +68,11 @@ def particle_traces(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, 
     return guide_tr, model_tr
 
 
-def _per_image(site: dict, k: int, n: int, nesting: int) -> torch.Tensor:
-    """The site's log-density, unscaled and unmasked, summed over all but the particle and data dims: (K, N)."""
-    return per_image(site["fn"].log_prob(site["value"]), k, n, nesting)
+def _per_image(site: dict, k: int, n: int, nesting: int, scaled: bool = False) -> torch.Tensor:
+    """The site's log-density, summed over all but the particle and data dims: (K, N); unscaled and
+    unmasked unless ``scaled`` (then weighted by ``poutine.scale`` / ``mask``, as training sees it)."""
+    log_prob = site["fn"].log_prob(site["value"])
+    return per_image(scale_and_mask(log_prob, site["scale"], site["mask"]) if scaled else log_prob, k, n, nesting)
 
 
 class LogWeights(NamedTuple):
@@ -87,17 +90,26 @@ def log_weights(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
                 nesting: int | None = None) -> LogWeights:
     """K draws of the per-image reconstruction and KL terms (the module's RNG: seed it to repeat)."""
     nesting = nesting or plate_nesting(module, x[:1], None if y is None else y[:1])
-    guide_tr, model_tr = particle_traces(module, x, y, k, nesting)
-    recon = x.new_zeros(k, len(x))
-    kl = x.new_zeros(k, len(x))
-    for name, site in model_tr.nodes.items():
-        if site["type"] != "sample" or not is_sample(site):
-            continue
-        if site["is_observed"]:
-            recon = recon + _per_image(site, k, len(x), nesting)
-        elif name in guide_tr.nodes:
-            kl = kl + _per_image(guide_tr.nodes[name], k, len(x), nesting) - _per_image(site, k, len(x), nesting)
+    return terms(*particle_traces(module, x, y, k, nesting), k, nesting)
+
+
+def terms(guide_tr, model_tr, k: int, nesting: int, scaled: bool = False) -> LogWeights:
+    """The reconstruction and KL terms of K-draw traces (``particle_traces``); ``scaled``: with the
+    weights of ``poutine.scale`` / ``mask`` (the objective training optimises, a KL weight β included)."""
+    n = model_tr.nodes[OBSERVED]["value"].shape[0]
+    sites = [(name, s) for name, s in model_tr.nodes.items() if is_sample(s)]
+    recon = sum(_per_image(s, k, n, nesting, scaled) for _, s in sites if s["is_observed"])
+    kl = sum((_per_image(guide_tr.nodes[name], k, n, nesting, scaled) - _per_image(s, k, n, nesting, scaled)
+              for name, s in sites if not s["is_observed"] and name in guide_tr.nodes), torch.zeros_like(recon))
     return LogWeights(recon, kl)
+
+
+def score_terms(guide_tr, like: torch.Tensor, nesting: int) -> torch.Tensor:
+    """Σ log q over the latent sites that have no reparameterised sample, per draw and image, shaped as
+    ``like`` (K, N): what a score-function gradient multiplies; zero when every site is reparameterised."""
+    k, n = like.shape
+    return sum((_per_image(s, k, n, nesting, scaled=True) for s in guide_tr.nodes.values()
+                if is_latent(s) and not s["fn"].has_rsample), torch.zeros_like(like))
 
 
 def latent_sites(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, dict]:
@@ -123,22 +135,35 @@ def parameter_groups(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None 
     return {"guide": guide, "model": model}
 
 
+def central_value(fn) -> torch.Tensor:
+    """A latent site's representative value: its mean where the distribution has one; for a discrete site its
+    most probable value (``mode``: elementwise for Bernoulli vectors, the argmax for a Categorical); for a
+    transformed distribution without a mean (a flow), its base distribution's mean pushed through the
+    transforms; else one draw."""
+    if fn.support.is_discrete:
+        try:
+            return torch.nan_to_num(fn.mode, nan=1.0)  # a Bernoulli's mode at p = 1/2 is undefined: take 1
+        except NotImplementedError:
+            return fn.sample()
+    try:
+        return fn.mean
+    except NotImplementedError:
+        pass
+    if isinstance(fn, torch.distributions.TransformedDistribution):
+        value = central_value(fn.base_dist)
+        for transform in fn.transforms:
+            value = transform(value)
+        return value
+    return fn.sample()
+
+
 class _AtMean(poutine.messenger.Messenger):
-    """Latent sites take their distribution's mean instead of a draw, where it has one on the support
-    (continuous sites); discrete sites take their most probable value."""
+    """Latent sites take their ``central_value`` instead of a draw."""
 
     def _pyro_sample(self, msg: dict) -> None:
         if msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
             return
-        fn = msg["fn"]
-        if fn.support.is_discrete:
-            probs = getattr(fn.base_dist if hasattr(fn, "base_dist") else fn, "probs", None)
-            if probs is not None:
-                msg["value"] = probs.argmax(-1)
-                return
-            msg["value"] = fn.sample()
-            return
-        msg["value"] = fn.mean
+        msg["value"] = central_value(msg["fn"])
 
 
 @torch.no_grad()

@@ -147,6 +147,66 @@ def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, e
     return state, True
 
 
+def setup(cfg: Config) -> tuple[torch.device, distributed.World]:
+    """The device and, under torchrun, this process's place in the job (each rank its own GPU)."""
+    device = resolve_device(cfg.device)
+    if distributed.launched() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device, distributed.init(device)
+
+
+def build(cfg: Config, data: Data, device: torch.device, world: distributed.World):
+    """(module, trainer): the module checked against the contract, the estimator and the memory available
+    (before anything is written), compiled if asked; the trainer of the loop (DDP under torchrun)."""
+    if cfg.batch_size * world.size > len(data.train_x):
+        ranks = f" x {world.size} processes" if world.size > 1 else ""
+        raise VaeError(f"--batch-size {cfg.batch_size}{ranks} exceeds the {len(data.train_x)} training images; lower it")
+    vae = memory.checked_model(cfg, data, device)  # refuses a step that would not fit, before any write
+    if cfg.compile:
+        compiling.compile_model(vae)
+    estimator = make_estimator(cfg, vae, data.train_x, labels(vae, data.train_y))
+    if world.size > 1:
+        torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
+        return vae, distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
+    return vae, make_trainer(estimator, vae, cfg.lr, cfg.loop)
+
+
+def restore(run: Run, vae: nn.Module, trainer, data: Data, cfg: Config, world: distributed.World,
+            device: torch.device) -> tuple[list[dict], EpochState]:
+    """Load a resumed run's checkpoint into the module, trainer and RNG; its history and unfinished epoch."""
+    ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
+    if len(ckpt["rng"]) != world.size:
+        raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
+                       f"(torchrun --nproc_per_node), not {world.size}")
+    if ckpt["x_dim"] != data.train_x.shape[1]:
+        raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
+                       f"{data.train_x.shape[1]}; resume it with the data it was trained on")
+    try:
+        vae.load_state_dict(ckpt["module"])
+        trainer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise VaeError(f"{run.path}'s checkpoint does not fit this model and loop ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:120]}); it was written by another version: start again with --force") from None
+    set_rng_state(ckpt["rng"][world.rank], device)
+    if world.leader:
+        run.write_metrics(ckpt["history"])
+    return ckpt["history"], EpochState(**ckpt.get("partial", {}))
+
+
+def save(run: Run, cfg: Config, vae: nn.Module, trainer, history: list[dict], epoch_state: EpochState, x_dim: int,
+         world: distributed.World, device: torch.device) -> None:
+    """Everything a resume needs, written atomically by rank 0: after an epoch, or mid-epoch on a signal."""
+    rngs = distributed.gather(rng_state(device), world)
+    if world.leader:
+        state = {"epoch": len(history), "config": cfg.to_dict(), "x_dim": x_dim, "module": vae.state_dict(),
+                 "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
+        if epoch_state.step:
+            state["partial"] = asdict(epoch_state)
+        run.save_checkpoint(state)
+        run.write_metrics(history)
+
+
 def fit(
     cfg: Config, out: str | Path, resume: bool = False, force: bool = False, progress: bool = True,
     label: str | None = None, position: int = 0, data: Data | None = None,
@@ -159,93 +219,16 @@ def fit(
     (how `compare` shows one bar per estimator). Started by torchrun with several processes, it
     trains data-parallel (``distributed.py``); rank 0 alone writes the run folder.
     """
-    device = resolve_device(cfg.device)
-    if distributed.launched() and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    world = distributed.init(device)
+    device, world = setup(cfg)
     data = data if data is not None else load_data(cfg, device)
-    if cfg.batch_size * world.size > len(data.train_x):
-        ranks = f" x {world.size} processes" if world.size > 1 else ""
-        raise VaeError(f"--batch-size {cfg.batch_size}{ranks} exceeds the {len(data.train_x)} training images; lower it")
-    vae = memory.checked_model(cfg, data, device)  # refuses a step that would not fit, before any write
-    if cfg.compile:
-        compiling.compile_model(vae)
-    estimator = make_estimator(cfg, vae, data.train_x, labels(vae, data.train_y))
-    beta = getattr(vae, "beta", None)  # the KL weight a warm-up rises to
-    if world.size > 1:
-        torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
-        trainer = distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
-    else:
-        trainer = make_trainer(estimator, vae, cfg.lr, cfg.loop)
+    vae, trainer = build(cfg, data, device, world)
     made_here = not Path(out).exists()  # a folder this call creates is removed if it fails before a checkpoint
     run = distributed.from_leader(lambda: Run.resume(out, cfg) if resume else Run.create(out, cfg, force), world)
     try:
-
-        history: list[dict] = []
-        partial = EpochState()
-        if resume:
-            ckpt = distributed.from_leader(lambda: run.load_checkpoint("cpu"), world)
-            if len(ckpt["rng"]) != world.size:
-                raise VaeError(f"{run.path} was trained by {len(ckpt['rng'])} processes; resume it with as many "
-                               f"(torchrun --nproc_per_node), not {world.size}")
-            if ckpt["x_dim"] != data.train_x.shape[1]:
-                raise VaeError(f"{run.path} was trained on {ckpt['x_dim']} values per image, but {cfg.dataset} has "
-                               f"{data.train_x.shape[1]}; resume it with the data it was trained on")
-            try:
-                vae.load_state_dict(ckpt["module"])
-                trainer.load_state_dict(ckpt["optimizer"])
-            except (KeyError, ValueError, RuntimeError, TypeError) as e:
-                raise VaeError(f"{run.path}'s checkpoint does not fit this model and loop ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:120]}); it was written by another version: start again with --force") from None
-            set_rng_state(ckpt["rng"][world.rank], device)
-            history = ckpt["history"]
-            partial = EpochState(**ckpt.get("partial", {}))
-            if world.leader:
-                run.write_metrics(history)
-
-        def checkpoint(epoch_state: EpochState) -> None:
-            """Everything a resume needs, written atomically by rank 0: after an epoch, or mid-epoch on a signal."""
-            rngs = distributed.gather(rng_state(device), world)
-            if world.leader:
-                state = {"epoch": len(history), "config": cfg.to_dict(), "x_dim": data.train_x.shape[1],
-                         "module": vae.state_dict(), "optimizer": trainer.state_dict(), "rng": rngs, "history": history}
-                if epoch_state.step:
-                    state["partial"] = asdict(epoch_state)
-                run.save_checkpoint(state)
-                run.write_metrics(history)
-
-        progress = progress and world.leader
-        steps = len(data.train_x) // (cfg.batch_size * world.size)
-        run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
-                       position=position, disable=not progress or label is None)
+        history, partial = restore(run, vae, trainer, data, cfg, world, device) if resume else ([], EpochState())
+        epochs(run, cfg, vae, trainer, data, history, partial, world, device, progress and world.leader, label,
+               position)
         train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
-        with StopOnSignal() as stop:
-            for epoch in range(len(history), cfg.epochs):
-                if cfg.kl_warmup:
-                    vae.beta = kl_weight(beta, cfg.kl_warmup, epoch)
-                epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                                 disable=not progress or label is not None)
-                bar = epoch_bar if label is None else run_bar
-                state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
-                partial = EpochState()
-                if not finished:
-                    epoch_bar.close()
-                    checkpoint(state)
-                    name = signal.Signals(stop.signum).name
-                    raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
-                                      f"with: vae-pyro train --out {run.path} --resume", stop.signum)
-                train_value = -state.total / state.seen
-                test = evaluate.metrics(vae, data.test_x, test_y)
-                bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
-                epoch_bar.close()
-                record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
-                if beta is not None:
-                    record["kl_weight"] = vae.beta
-                history.append({**record, "seconds": state.seconds})
-                checkpoint(EpochState())
-        run_bar.close()
-
         train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
         final = {"train": evaluate.metrics(vae, train_x, train_y), "test": evaluate.metrics(vae, data.test_x, test_y)}
         return FitResult(run.path, vae, data, history, final, cfg, trainer.state_dict()["estimator"], world.leader)
@@ -256,3 +239,39 @@ def fit(
         raise
     finally:
         run.release()
+
+
+def epochs(run: Run, cfg: Config, vae: nn.Module, trainer, data: Data, history: list[dict], partial: EpochState,
+           world: distributed.World, device: torch.device, progress: bool, label: str | None, position: int) -> None:
+    """The epochs from ``len(history)`` to ``cfg.epochs``: train, evaluate on the test set, append to
+    ``history``, checkpoint; on a stop signal, checkpoint the epoch's position and raise Interrupted."""
+    beta = getattr(vae, "beta", None)  # the KL weight a warm-up rises to
+    steps = len(data.train_x) // (cfg.batch_size * world.size)
+    run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
+                   position=position, disable=not progress or label is None)
+    train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
+    with StopOnSignal() as stop:
+        for epoch in range(len(history), cfg.epochs):
+            if cfg.kl_warmup:
+                vae.beta = kl_weight(beta, cfg.kl_warmup, epoch)
+            epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                             disable=not progress or label is not None)
+            bar = epoch_bar if label is None else run_bar
+            state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
+            partial = EpochState()
+            if not finished:
+                epoch_bar.close()
+                save(run, cfg, vae, trainer, history, state, data.train_x.shape[1], world, device)
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
+                                  f"with: vae-pyro train --out {run.path} --resume", stop.signum)
+            train_value = -state.total / state.seen
+            test = evaluate.metrics(vae, data.test_x, test_y)
+            bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
+            epoch_bar.close()
+            record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
+            if beta is not None:
+                record["kl_weight"] = vae.beta
+            history.append({**record, "seconds": state.seconds})
+            save(run, cfg, vae, trainer, history, EpochState(), data.train_x.shape[1], world, device)
+    run_bar.close()

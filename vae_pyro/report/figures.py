@@ -1,38 +1,55 @@
-"""Figures: seaborn on matplotlib's Agg backend for plots, torchvision grids for images.
-Each function writes one PNG, atomically, and returns its path."""
+"""Figures: seaborn on matplotlib ``Figure`` objects for plots (no pyplot, so no backend is chosen and no
+global style is set: the house style applies inside each figure function only), torchvision grids for
+images. Each function writes one PNG, atomically, and returns its path."""
 
 import io
+from functools import wraps
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
+import seaborn as sns
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 from torch.distributions import Normal
 from torchvision.utils import make_grid, save_image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from vae_pyro.lab import traces
+from vae_pyro.lab.evaluate import LikelihoodKey
+from vae_pyro.lab.runs import atomic_write
+from vae_pyro.models.nets import SIDE  # images are SIDE x SIDE, as the conv nets take them
 
-from vae_pyro.lab import traces  # noqa: E402
-from vae_pyro.lab.runs import atomic_write  # noqa: E402
-from vae_pyro.models.nets import SIDE  # noqa: E402 - images are SIDE x SIDE, as the conv nets take them
-
-sns.set_theme(style="whitegrid", context="notebook")
 DPI = 100  # a figure of (w, h) inches is a PNG of (100 w, 100 h) pixels
 
 
-def save(fig: plt.Figure, path: Path) -> Path:
+def themed(draw):
+    """Draw inside seaborn's whitegrid / notebook style, for this figure only (the caller's rcParams stay)."""
+
+    @wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, **kwargs):
+    """A new ``Figure`` and its axes, as ``plt.subplots`` makes them but outside pyplot's state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def save(fig: Figure, path: Path) -> Path:
     fig.set_layout_engine("constrained")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
     return path
 
 
+@themed
 def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
     """Test ELBO against epoch and against training seconds, one line per estimator: the mean over its
     runs (one per seed), with a band of ± 1 se over seeds where there are several. The seconds axis is
@@ -47,7 +64,7 @@ def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
                              "test ELBO (nats)": r["test_elbo"]})
     df = pd.DataFrame(rows)
     df["seconds"] = df.groupby(["estimator", "epoch"])["seconds"].transform("mean")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, x in zip(axes, ("epoch", "seconds")):
         sns.lineplot(df, x=x, y="test ELBO (nats)", hue="estimator", ax=ax, marker="o", markersize=3, errorbar="se")
         ax.set_xlabel("epoch" if x == "epoch" else "training wall-clock seconds (mean over seeds)")
@@ -67,12 +84,13 @@ def per_unit(stats: list[dict]) -> tuple[pd.DataFrame, str]:
     return df, unit
 
 
+@themed
 def gradients(stats: list[dict], path: Path) -> Path:
     """Per-parameter gradient variance (log scale) and SNR, guide (φ) vs model (θ), per estimator and
     point; bars are means over the fixed batches (or seeds), error bars ± 1 se over them."""
     df, unit = per_unit(stats)
     points = list(dict.fromkeys(df["point"]))
-    fig, axes = plt.subplots(2, len(points), figsize=(6.5 * len(points), 7.5), squeeze=False)
+    fig, axes = subplots(2, len(points), figsize=(6.5 * len(points), 7.5), squeeze=False)
     for j, point in enumerate(points):
         sub = df[df["point"] == point]
         for i, (col, label) in enumerate((("variance", "mean per-parameter variance"), ("snr", "mean |E g| / std g"))):
@@ -89,12 +107,13 @@ def gradients(stats: list[dict], path: Path) -> Path:
     return save(fig, path)
 
 
+@themed
 def snr_vs_k(stats: list[dict], path: Path) -> Path:
     """Gradient SNR against K for the multi-sample estimators, one panel per parameter group and point,
     ± 1 se over the fixed batches (or seeds)."""
     df, unit = per_unit([g for g in stats if g["k"] is not None])
     groups, points = ["guide", "model"], list(dict.fromkeys(df["point"]))
-    fig, axes = plt.subplots(len(points), 2, figsize=(11, 4 * len(points)), squeeze=False)
+    fig, axes = subplots(len(points), 2, figsize=(11, 4 * len(points)), squeeze=False)
     for i, point in enumerate(points):
         for j, group in enumerate(groups):
             ax = axes[i, j]
@@ -110,15 +129,16 @@ def snr_vs_k(stats: list[dict], path: Path) -> Path:
     return save(fig, path)
 
 
+@themed
 def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, metrics: list[str], path: Path) -> Path:
     """Per metric two panels: each seed's value per estimator (dots) with the mean; and the paired
     difference to ``reference`` with its 95% interval (rows of ``stats.over_seeds``)."""
     df = pd.DataFrame(per_seed)
     names = [r["estimator"] for r in rows]
     others = [r for r in rows if r["estimator"] != reference]
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(12, 3.6 * len(metrics)), squeeze=False)
+    fig, axes = subplots(len(metrics), 2, figsize=(12, 3.6 * len(metrics)), squeeze=False)
     for i, metric in enumerate(metrics):
-        label = "test ELBO" if metric == "test_elbo" else f"test log p(x), IS K={metric.rsplit('k', 1)[1]}"
+        label = "test ELBO" if metric == "test_elbo" else f"test log p(x), IS K={LikelihoodKey.parse(metric).k}"
         ax = axes[i, 0]
         sns.stripplot(df, x="estimator", y=metric, order=names, ax=ax, color="0.35", size=5, jitter=0.1)
         ax.scatter(names, [r[metric] for r in rows], marker="_", s=600, color="C3", zorder=3, label="mean over seeds")
@@ -139,21 +159,23 @@ def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, met
     return save(fig, path)
 
 
+@themed
 def loss_values(draws: dict[str, list[float]], path: Path) -> Path:
     """Distribution of each estimator's loss value over many draws at fixed parameters."""
     df = pd.DataFrame([{"estimator": n, "loss per image (nats)": v} for n, vs in draws.items() for v in vs])
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = subplots(figsize=(8, 4.2))
     sns.violinplot(df, x="estimator", y="loss per image (nats)", ax=ax, inner="quartile", cut=0)
     ax.set_xlabel("")
     return save(fig, path)
 
 
+@themed
 def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path) -> Path:
     """IWAE bound (mean ± 2 se over draws) against K, one panel per parameter point, with that
     point's exact log p(x) as a dashed line. ``rows``: {"point", "k", "bound", "se"}."""
     df = pd.DataFrame(rows)
     points = list(dict.fromkeys(df["point"]))
-    fig, axes = plt.subplots(1, len(points), figsize=(6 * len(points), 4.2), squeeze=False)
+    fig, axes = subplots(1, len(points), figsize=(6 * len(points), 4.2), squeeze=False)
     for ax, point in zip(axes[0], points):
         sub = df[df["point"] == point]
         ax.errorbar(sub["k"], sub["bound"], yerr=2 * sub["se"], marker="o", capsize=3, label="IWAE bound (± 2 se)")
@@ -238,6 +260,7 @@ def traversals(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path:
 
 
 @torch.no_grad()
+@themed
 def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, grid: int = 15) -> Path | None:
     """Guide means of test images coloured by label ``y`` for the latent site nearest the data: its two
     coordinates when it is 2-dimensional (with the decoded manifold on an inverse-CDF grid, as in Kingma &
@@ -256,7 +279,7 @@ def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path
         centred = codes - codes.mean(0)
         xy, axes_names = centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T, ("PC 1", "PC 2")
     manifold = two and cond is None
-    fig, axes = plt.subplots(1, 2 if manifold else 1, figsize=(12 if manifold else 6.5, 5.5), squeeze=False)
+    fig, axes = subplots(1, 2 if manifold else 1, figsize=(12 if manifold else 6.5, 5.5), squeeze=False)
     df = pd.DataFrame({axes_names[0]: xy[:, 0].numpy(), axes_names[1]: xy[:, 1].numpy(), "label": y.cpu().numpy()})
     sns.scatterplot(df, x=axes_names[0], y=axes_names[1], hue="label", palette="tab10", s=12, ax=axes[0, 0])
     axes[0, 0].set_title(f"guide means of test images ({name}" + (")" if two else f", {codes.shape[1]} dims, PCA)"))
@@ -272,10 +295,11 @@ def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path
     return save(fig, path)
 
 
+@themed
 def run_curves(history: list[dict], path: Path) -> Path:
     """One run's training curves: the test terms (ELBO, reconstruction, KL) and the training objective per epoch."""
     keys = [k for k in history[0] if k.startswith(("train_", "test_"))]
     df = pd.DataFrame([{"epoch": r["epoch"], "term": k, "nats per image": r[k]} for r in history for k in keys])
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     sns.lineplot(df, x="epoch", y="nats per image", hue="term", marker="o", markersize=3, ax=ax)
     return save(fig, path)

@@ -8,6 +8,7 @@ from torch import nn
 
 from vae_pyro.config import Config
 from vae_pyro.lab import traces
+from vae_pyro.lab.evaluate import LikelihoodKey
 from vae_pyro.lab.experiment import Data, labels
 from vae_pyro.lab.runs import atomic_write
 from vae_pyro.lab.stats import excludes_zero
@@ -20,19 +21,48 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "a discrete site",
+         "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
+
+
+def estimator_table() -> str:
+    """The docs' estimator table, drawn from the estimator records: what each is, its draws per image, what
+    it needs of a model, what its value and gradients equal in expectation, its paper."""
+    from vae_pyro.estimators import SPECS
+
+    def reference(ref: dict[str, str]) -> str:
+        grads = {q: ref.get(q) for q in ("guide", "model")}
+        same = [q for q, b in grads.items() if b == ref["value"]]
+        text = f"value: {ref['value']}" + (f"; gradient ({', '.join(same)}): {ref['value']}" if same else "")
+        other = [f"{q} gradient: {b}" for q, b in grads.items() if b and b != ref["value"]]
+        return "; ".join([text, *other])
+
+    rows = []
+    for s in SPECS.values():
+        draws = {"L": "L = `--particles`", "K": "K = `--iwae-k`"}[s.samples] + (
+            f" ≥ {s.min_samples}" if s.min_samples > 1 else "")
+        options = ", ".join(f"`--{k.replace('_', '-')}`, default {v}" for k, v in s.options.items())
+        needs = "; ".join(NEEDS[n] for n in sorted(s.needs)) or "any latent site"
+        rows.append([f"`{s.name}`", s.summary + (f" ({options})" if options else ""), draws, needs,
+                     reference(s.reference), s.paper])
+    return markdown_table(["name", "bound and gradient", "draws per image", "needs", "equals in expectation",
+                           "paper"], rows)
+
+
 def results_table(summary: dict) -> str:
     """One row per estimator: test ELBO and IS log-likelihood (± se over test images), KL, active units,
     cluster accuracy of discrete sites, gradient variance (trained point), s/epoch."""
     first = summary["estimators"][0]
-    k = next(key for key in first if key.startswith("test_is_log_likelihood_k") and not key.endswith("_se"))
+    key = LikelihoodKey.first_in(first)
+    k = key.name
     clusters = [key for key in first if key.startswith("test_cluster_accuracy_")]
     rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
-             f"{r[k]:.2f} ± {r[k + '_se']:.2f}",
+             f"{r[k]:.2f} ± {r[key.se]:.2f}",
              f"{r['test_kl']:.2f}", str(r["active_units"]), *(f"{r[c]:.3f}" for c in clusters),
              f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
              f"{r.get('grad_var_model_trained', float('nan')):.3g}", f"{r['seconds_per_epoch']:.2f}"]
             for r in summary["estimators"]]
-    header = ["estimator", "test ELBO", f"test log p(x), IS K={k.rsplit('k', 1)[1]}", "test KL", "active units",
+    header = ["estimator", "test ELBO", f"test log p(x), IS K={key.k}", "test KL", "active units",
               *(f"cluster accuracy q({c.rsplit('_', 1)[1]}|x)" for c in clusters),
               "grad var φ (guide)", "grad var θ (model)", "s/epoch"]
     return markdown_table(header, rows)
@@ -123,14 +153,15 @@ def seeds_table(summary: dict) -> str:
     """One row per estimator over seeds: mean ± se over seeds, and the paired difference to the reference
     with its 95% interval, for the test ELBO and the IS log-likelihood."""
     first = summary["estimators"][0]
-    k = next(key for key in first if key.startswith("test_is_log_likelihood_k") and key[-1].isdigit())
+    key = LikelihoodKey.first_in(first)
+    k = key.name
     ref = summary["reference"]
     rows = [[f"`{r['estimator']}`", _mean_se(r, "test_elbo"), _diff(r, "test_elbo"), _mean_se(r, k), _diff(r, k),
              _mean_se(r, "test_kl"), _mean_se(r, "active_units", 1),
              f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
              f"{r.get('grad_snr_guide_trained', float('nan')):.3f}", f"{r['seconds_per_epoch']:.2f}"]
             for r in summary["estimators"]]
-    header = ["estimator", "test ELBO", f"Δ vs `{ref}` [95%]", f"test log p(x), IS K={k.rsplit('k', 1)[1]}",
+    header = ["estimator", "test ELBO", f"Δ vs `{ref}` [95%]", f"test log p(x), IS K={key.k}",
               f"Δ vs `{ref}` [95%]", "test KL", "active units", "grad var φ (trained)", "SNR φ (trained)", "s/epoch"]
     return markdown_table(header, rows)
 
