@@ -10,15 +10,14 @@ Runs already trained in --out are resumed, not redone.
 import argparse
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
 from vae_pyro.config import Config
-from vae_pyro.lab.evaluate import evaluate_run
+from vae_pyro.lab.evaluate import LikelihoodKey, evaluate_run
 from vae_pyro.lab.runs import CHECKPOINT
 from vae_pyro.lab.train import fit
-from vae_pyro.report.figures import save
+from vae_pyro.report.figures import save, subplots, themed
 from vae_pyro.report.markdown import markdown_table
 
 
@@ -38,19 +37,24 @@ def main() -> None:
         cfg = Config(dataset=args.dataset, z_dim=z, epochs=args.epochs)
         fit(cfg, run, resume=(run / CHECKPOINT).exists(), force=True, progress=False, label=f"z={z:<3}")
         ev = evaluate_run(run, k=args.k)
-        rows.append({"z": z, "test ELBO": ev["test_elbo"], f"test log p(x), IS K={args.k}": ev[f"test_is_log_likelihood_k{args.k}"],
+        rows.append({"z": z, "test ELBO": ev["test_elbo"], f"test log p(x), IS K={args.k}": ev[LikelihoodKey(args.k).name],
                      "test KL": ev["test_kl"], "active units": ev["active_units"]})
 
     df = pd.DataFrame(rows)
     print(markdown_table(list(rows[0]), [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()] for r in rows]))
     long = df.melt(id_vars="z", value_vars=["test ELBO", f"test log p(x), IS K={args.k}"], var_name="", value_name="nats per image")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    print(f"\nfigure: {figure(df, long, f'{args.dataset}, {args.epochs} epochs', out / 'latent_dims.png')}")
+
+
+@themed
+def figure(df: pd.DataFrame, long: pd.DataFrame, title: str, path: Path) -> Path:
+    fig, ax = subplots(figsize=(7, 4.2))
     sns.lineplot(long, x="z", y="nats per image", hue="", marker="o", ax=ax)
     ax.set_xscale("log")
     ax.set_xticks(df["z"], [str(z) for z in df["z"]])
     ax.set_xlabel("latent dimensions z")
-    ax.set_title(f"{args.dataset}, {args.epochs} epochs")
-    print(f"\nfigure: {save(fig, out / 'latent_dims.png')}")
+    ax.set_title(title)
+    return save(fig, path)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def assert_conforms(cls, draws: int) -> None:
     failed = [(r.estimator, r.quantity, round(r.z, 1)) for r in result.rows if not r.ok]
     assert not failed, failed
     assert set(result.errors) <= (JIT if cls.__name__ in CANNOT_JIT else set()), result.errors
-    refused = {"hand"} | (NEEDS_RSAMPLE if cls is zoo.Bits else {"enum"})
+    discrete = issubclass(cls, zoo.Bits | zoo.Category)
+    refused = {"hand"} | (NEEDS_RSAMPLE if discrete else set()) | (set() if cls is zoo.Category else {"enum"})
     assert set(result.refused) == refused
     checked = {r.estimator for r in result.rows}
     assert checked == set(vp.estimators.NAMES) - refused - set(result.errors)
@@ -102,7 +103,7 @@ def test_stl_guide_gradient_vanishes_at_an_exact_full_covariance_posterior():
 
 @pytest.mark.parametrize("name, cls, options", [
     ("iwae-dreg", zoo.Flow, {"iwae_k": 3}), ("score", zoo.DiagonalNormal, {"baseline": "decaying"}),
-    ("enum", zoo.Bits, {}), ("vimco", zoo.Bits, {"iwae_k": 3}), ("hand", None, {}),
+    ("enum", zoo.Category, {}), ("vimco", zoo.Bits, {"iwae_k": 3}), ("hand", None, {}),
 ])
 def test_every_estimator_drives_a_users_own_svi_loop(name, cls, options, batch):
     """vp.elbo(name) is a Pyro ELBO that SVI takes, with the guide it needs applied inside: its loss is the
@@ -122,7 +123,9 @@ def test_check_prints_a_row_per_quantity_and_exits_1_on_a_failure(capsys):
     main(["check", "--model", f"{ZOO}:Bits", "--draws", "10", "--batch", "8", "--quiet"])
     out = capsys.readouterr().out
     for line in ("trace         elbo (D=1)", "vimco         iwae (D=5)", "iwae          refused: iwae needs a "
-                 "reparameterised sample at every latent site, and Bits's z has none"):
+                 "reparameterised sample at every latent site, and Bits's z has none",
+                 "enum          refused: enum needs a discrete latent site to sum out exactly, and Bits has none it "
+                 "can enumerate (z has event dimensions; a plate over them can)"):
         assert line in out
     with pytest.raises(SystemExit) as e:
         main(["check", "--model", f"{ZOO}:WrongHand", "--estimators", "hand,trace", "--draws", "10", "--quiet"])

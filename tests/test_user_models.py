@@ -151,7 +151,7 @@ def test_every_broken_rule_of_the_contract_is_one_line_and_exit_2(case, tmp_path
     (["--model", f"{EXAMPLES / 'mixture_prior.py'}:MixturePriorVAE", "--estimator", "hand"],
      "hand needs the model's own hand_loss"),
     (["--model", "ae", "--kl-warmup", "2"], "has no beta attribute"),
-    (["--estimator", "enum"], "enum needs a discrete latent site to sum out exactly, and VAE has none"),
+    (["--estimator", "enum"], "enum needs a discrete latent site to sum out exactly, and VAE has none it can"),
 ])
 def test_a_model_an_option_or_an_estimator_that_does_not_fit_is_refused(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

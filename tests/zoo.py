@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro import poutine
 from pyro.distributions import constraints
 from torch import nn
 from torch.nn import functional as F
@@ -282,8 +283,38 @@ class Bits(Zoo):
             pyro.sample("z", dist.Bernoulli(logits=self.encoder(x)).to_event(1))
 
 
+class ScaledBits(Bits):
+    """Bits with its latent site weighted by poutine.scale(0.5) in model and guide (a KL weight β on a discrete
+    site): the objective is scaled, the density the draws come from is not."""
+
+    def model(self, x, y=None):
+        with poutine.scale(scale=0.5):
+            super().model(x, y)
+
+    def guide(self, x, y=None):
+        with poutine.scale(scale=0.5):
+            super().guide(x, y)
+
+
+class Category(Zoo):
+    """An enumerable discrete latent: c ∈ {0, 1, 2} per image, a uniform prior, a Categorical guide."""
+
+    outputs = latent_dim = 3
+
+    def model(self, x, y=None):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(logits=x.new_zeros(len(x), 3)))
+            self.observe(x, F.one_hot(c, 3).to(x.dtype))
+
+    def guide(self, x, y=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", len(x)):
+            pyro.sample("c", dist.Categorical(logits=self.encoder(x)))
+
+
 FAMILIES = (DiagonalNormal, FullCovariance, FullCovarianceMatrix, NormalAndLogNormal, Flow, SplineFlow, GammaScale,
-            BetaWeight, DirichletMixture, Mixture, RelaxedBits, RelaxedCategory, NestedPlate, ParamScale, Bits)
+            BetaWeight, DirichletMixture, Mixture, RelaxedBits, RelaxedCategory, NestedPlate, ParamScale, Bits, ScaledBits, Category)
 
 
 def data(n: int = 8, x_dim: int = 6, seed: int = 0) -> torch.Tensor:

@@ -135,7 +135,7 @@ def gradient_stats(module: nn.Module, x: torch.Tensor, estimators: list[str], y:
     return pd.DataFrame(rows)
 
 
-def check(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, estimators: list[str] | None = None,
+def check(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, estimators: list[str] | None = None,
           draws: int = 100, seed: int = 0, progress: bool = False, **options: Any) -> checks.CheckReport:
     """``vae-pyro check`` on a module and batch: the exact checks (hand vs meanfield on the same ε, the
     closed-form KL), then every estimator in ``estimators`` (default: all that apply) against the bound and

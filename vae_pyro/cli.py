@@ -8,7 +8,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from time import strftime
 
-from vae_pyro.config import Config
+from vae_pyro.config import ESTIMATOR_OPTIONS, Config
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import NAMES
 from vae_pyro.lab.compare import DEFAULT_ESTIMATORS
@@ -28,6 +28,13 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a standard error needs at least 2 draws, got {value}")
     return value
 
 
@@ -197,19 +204,20 @@ def cmd_check(args: argparse.Namespace) -> None:
     from vae_pyro.lab.checks import print_report, run
     from vae_pyro.lab.experiment import build_model, labels, load_data, restore_run
 
+    options = given(args)
+    owned = {k: options.pop(k) for k in ESTIMATOR_OPTIONS if k in options}  # each goes to the estimators that own it
     if args.run:
         restored = restore_run(args.run, "cpu")
         cfg, module, test = restored.config, restored.module, restored.data
     else:
-        cfg = Config(**{**given(args), "estimator": "trace"})  # the checks choose their own estimators
+        cfg = Config(**{**options, "estimator": "trace"})  # the checks choose their own estimators
         test = load_data(cfg, torch.device("cpu"))
         module = build_model(cfg, test, torch.device("cpu"))
     unknown = [n for n in args.estimators or [] if n not in NAMES]
     if unknown:
         raise VaeError(f"unknown estimator {unknown[0]!r} in --estimators; choose from {', '.join(NAMES)}")
     x, y = test.test_x[: args.batch], labels(module, test.test_y[: args.batch])  # binarised once, as for evaluation
-    options = {k: v for k, v in cfg.estimator_options().items() if v is not None}
-    report = run(module, x, y, args.estimators, draws=args.draws, seed=cfg.seed, progress=not args.quiet, **options)
+    report = run(module, x, y, args.estimators, draws=args.draws, seed=cfg.seed, progress=not args.quiet, **owned)
     print_report(report)
     if not report.passed:
         sys.exit(1)
@@ -280,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "exit 1 on failure")
     add_config_options(p)
     p.add_argument("--estimators", type=estimator_list, help=f"comma-separated, of {', '.join(NAMES)} [all that apply]")
-    p.add_argument("--draws", type=positive_int, default=100, help="paired draws per estimator [100]")
+    p.add_argument("--draws", type=at_least_two, default=100, help="paired draws per estimator, 2 or more [100]")
     p.add_argument("--batch", type=positive_int, default=16, help="test images in the batch [16]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--run", help="check this run's trained module instead of a freshly initialised --model")

@@ -18,6 +18,8 @@ DEVICES = ("auto", "cpu", "cuda")
 LOOPS = ("fast", "svi")
 # keys a resumed run may change: they alter how it continues, not what it is
 RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir", "compile"}
+# the estimators' draws per image and the options estimators own (``estimators.owned_options``)
+ESTIMATOR_OPTIONS = ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, model: bool = False) -> Any:
@@ -104,7 +106,7 @@ class Config:
 
     def estimator_options(self) -> dict[str, Any]:
         """The estimator's draws per image (``particles``, ``iwae_k``) and the options estimators own."""
-        return {k: getattr(self, k) for k in ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta")}
+        return {k: getattr(self, k) for k in ESTIMATOR_OPTIONS}
 
     def model_kwargs(self) -> dict[str, Any]:
         """The options given for the model's constructor: the shared ones that were set, and --model-option."""

@@ -6,6 +6,7 @@ contract (``vae_pyro.models.contract``), or is refused for it in one line that s
 from vae_pyro.estimators.registry import (
     BASELINES,
     NAMES,
+    SAMPLE_OPTIONS,
     SPECS,
     check_model,
     check_options,
@@ -21,5 +22,5 @@ from vae_pyro.estimators.registry import (
 )
 from vae_pyro.estimators.spec import Estimator, EstimatorSpec, batch
 
-__all__ = ["BASELINES", "NAMES", "SPECS", "Estimator", "EstimatorSpec", "batch", "check_model", "check_options",
+__all__ = ["BASELINES", "NAMES", "SAMPLE_OPTIONS", "SPECS", "Estimator", "EstimatorSpec", "batch", "check_model", "check_options",
            "elbo", "make", "names_with", "options_of", "owned_options", "owners", "refusal", "samples_of", "spec"]

@@ -78,8 +78,9 @@ class ParticleBound(ELBO):
         log_q = sum((per_image(scale_and_mask(log_prob(s["fn"], s["value"]), s["scale"], s["mask"]),
                                self.num_particles, n, self.max_plate_nesting) for s in latent.values()), 0.0)
         fixed_z = {name: s["value"].detach() for name, s in latent.items()}
-        self.score_log_q = sum((per_image(scale_and_mask(s["fn"].log_prob(s["value"]), s["scale"], s["mask"]),
-                                          self.num_particles, n, self.max_plate_nesting)
+        # the sampling density itself, unscaled and unmasked (as Pyro's score_parts): a KL weight β scales
+        # the objective, not the density the draws come from
+        self.score_log_q = sum((per_image(s["fn"].log_prob(s["value"]), self.num_particles, n, self.max_plate_nesting)
                                 for s in latent.values() if not s["fn"].has_rsample), 0.0)
         return self._log_density(model_trace, n) - log_q, fixed_z, n
 

@@ -1,7 +1,8 @@
 """The estimator records collected, and everything derived from them: the names, the options each
 owns, the refusals of options and of models an estimator cannot use, and building one.
 
-A new estimator is one file (its class and its ``EstimatorSpec``) and one line in ``SPECS`` here."""
+A new estimator is one file (its class and its ``EstimatorSpec``) and one line in ``SPECS`` here (and, for a
+new option, a Config field and its rule in ``OPTION_RULES``; for a new bound, a function in ``bounds.py``)."""
 
 import math
 from typing import Any
@@ -10,6 +11,7 @@ from pyro.infer import ELBO
 
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import hand, pathwise, pyro_elbos, rainforth, rws, score, vimco
+from vae_pyro.estimators.bounds import BOUNDS
 from vae_pyro.estimators.spec import Estimator, EstimatorSpec
 from vae_pyro.models.contract import is_latent
 
@@ -55,9 +57,11 @@ def names_with(samples: str) -> tuple[str, ...]:
     return tuple(n for n, s in SPECS.items() if s.samples == samples)
 
 
+NOT_GIVEN = {"baseline": "none"}  # the value Config holds for an option never given (None for the others)
+
+
 def is_given(option: str, value: Any) -> bool:
-    """An option is given when it is set to other than its owners' default (None or that default: not given)."""
-    return value is not None and all(value != SPECS[n].options[option] for n in owners(option))
+    return value is not None and value != NOT_GIVEN.get(option)
 
 
 def options_of(name: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +98,13 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         raise VaeError(why)
 
 
+NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "an enumerable discrete site",
+         "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
+for _spec in SPECS.values():  # a typo in a record would silently disable its refusal or its check
+    assert _spec.needs <= set(NEEDS), f"{_spec.name} needs unknown site kinds {_spec.needs - set(NEEDS)}"
+    assert set(_spec.reference.values()) <= set(BOUNDS), f"{_spec.name}'s reference names an unknown bound"
+
+
 def _discrete(latent: dict) -> list[str]:
     return [n for n, site in latent.items() if not site["fn"].has_rsample]
 
@@ -104,8 +115,9 @@ def _unmet(need: str, module, latent: dict, model_trace) -> str | None:
     if need == "rsample" and _discrete(latent):
         return (f"a reparameterised sample at every latent site, and {model}'s {', '.join(_discrete(latent))} has "
                 "none (it would get no gradient through it)")
-    if need == "enumerable" and not _discrete(latent):
-        return f"a discrete latent site to sum out exactly, and {model} has none"
+    if need == "enumerable" and not any(latent[n]["fn"].has_enumerate_support for n in _discrete(latent)):
+        some = f" ({', '.join(_discrete(latent))} has event dimensions; a plate over them can)" if _discrete(latent) else ""
+        return f"a discrete latent site to sum out exactly, and {model} has none it can enumerate{some}"
     if need == "hand_loss" and not callable(getattr(module, "hand_loss", None)):
         return f"the model's own hand_loss(x, y=None, particles=1, eps=None), and {model} has none"
     if need == "model_order":

@@ -5,11 +5,12 @@ Each estimator trains in its own run folder under the compare folder (``seed-S/`
 there are several; one after another, or ``jobs`` at a time in separate processes); then each is
 evaluated (IS log-likelihood, active units), the gradient diagnostics run for all estimators at two
 shared parameter points (the initial weights, and the weights the reference estimator reached) on
-``grad_batches`` fixed batches, and each seed's summary, figures and report are written. Over
+``grad_batches`` fixed batches, and each seed's summary is written (summary.json, summary.csv). Over
 several seeds the comparison's own summary gives each metric's mean and standard error over seeds
 and its paired difference to the reference with a 95% interval (``stats.py``). The data are loaded
 once; the trained modules are passed on as objects (read back from their run folders only when
-other processes trained them).
+other processes trained them). ``compare`` returns a ``Comparison``; its figures and reports are the
+report's to draw (``vae_pyro.report.comparison.write``, passed as ``render``): lab never imports report.
 """
 
 import csv

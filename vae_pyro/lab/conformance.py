@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vae_pyro import estimators
+from vae_pyro.errors import VaeError
 from vae_pyro.estimators import bounds
 from vae_pyro.estimators.spec import QUANTITIES, batch
 from vae_pyro.lab import traces
@@ -74,7 +75,8 @@ class Conformance:
 
     @property
     def passed(self) -> bool:
-        return all(r.ok for r in self.rows) and not self.errors
+        """Every row ok, none failed to run, and something was checked."""
+        return bool(self.rows) and all(r.ok for r in self.rows) and not self.errors
 
     @property
     def table(self) -> pd.DataFrame:
@@ -205,20 +207,29 @@ def conformance(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
     """Every estimator in ``names`` (default: all) that applies to ``module``, against its reference on batch
     ``x`` (a float64 copy of both is used); the others listed with the reason they are refused. ``options``:
     the estimators' (``particles``, ``iwae_k``, ``alpha``, ...), each passed to those that own it."""
+    if draws < 2:
+        raise VaeError(f"a standard error needs at least 2 draws, got {draws}")
+    unknown = sorted(set(options) - {"particles", "iwae_k", *estimators.owned_options()})
+    if unknown:
+        raise VaeError(f"unknown estimator option {unknown[0]!r}; the options are particles, iwae_k, "
+                       f"{', '.join(sorted(estimators.owned_options()))}")
     module64, x64 = copy.deepcopy(module).double(), x.double()
     with traces.seeded_rng(seed, x.device):
         guide_tr, model_tr = contract.check(module64, x64, y)
         nesting = traces.plate_nesting(module64, x64[:1], None if y is None else y[:1])
     rows, refused, errors = [], {}, {}
     for name in tqdm(names or estimators.NAMES, desc="conformance", disable=not progress, leave=False):
-        why = estimators.refusal(name, module64, guide_tr, model_tr)
+        spec = estimators.spec(name)
+        own = {k: v for k, v in options.items() if k in spec.options}
+        samples = {k: v for k, v in options.items() if k == estimators.SAMPLE_OPTIONS[spec.samples]}
+        try:
+            estimators.check_options(name, {**samples, **own})
+            why = estimators.refusal(name, module64, guide_tr, model_tr)
+        except VaeError as e:
+            why = str(e)
         if why:
             refused[name] = why
             continue
-        spec = estimators.spec(name)
-        own = {k: v for k, v in options.items() if k in spec.options}
-        k = max(options.get("iwae_k", 5), spec.min_samples)
-        samples = {"particles": options.get("particles", 1)} if spec.samples == "L" else {"iwae_k": k}
         try:
             rows += check_estimator(name, module64, x64, y, draws, seed, nesting, **samples, **own)
         except Exception as e:  # noqa: BLE001 - an estimator that cannot run on the model is reported, not raised

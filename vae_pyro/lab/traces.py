@@ -9,7 +9,8 @@ over k is the ELBO, log (1/K) Σ_k w_k the IWAE bound and importance-sampled log
 al. 2016). The observed site "x" gives the reconstruction term, the latent sites the KL term.
 Latent sites the model samples but the guide does not are proposed from the model itself, so
 their log-densities cancel and they are left out. Densities are the model's own: ``poutine.scale``
-and ``poutine.mask`` (a KL weight β, a warm-up) weight training, not the quantities measured here.
+and ``poutine.mask`` (a KL weight β, a warm-up) weight training, not the quantities measured here
+(``terms(scaled=True)`` gives the weighted objective, for the conformance check).
 """
 
 from contextlib import contextmanager
@@ -107,8 +108,8 @@ def terms(guide_tr, model_tr, k: int, nesting: int, scaled: bool = False) -> Log
 def score_terms(guide_tr, like: torch.Tensor, nesting: int) -> torch.Tensor:
     """Σ log q over the latent sites that have no reparameterised sample, per draw and image, shaped as
     ``like`` (K, N): what a score-function gradient multiplies; zero when every site is reparameterised."""
-    k, n = like.shape
-    return sum((_per_image(s, k, n, nesting, scaled=True) for s in guide_tr.nodes.values()
+    k, n = like.shape  # the sampling density itself: unscaled and unmasked, as in Pyro's score_parts
+    return sum((_per_image(s, k, n, nesting) for s in guide_tr.nodes.values()
                 if is_latent(s) and not s["fn"].has_rsample), torch.zeros_like(like))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from vae_pyro.config import Config
+from vae_pyro.estimators.registry import NEEDS, SPECS
 from vae_pyro.lab import traces
 from vae_pyro.lab.evaluate import LikelihoodKey
 from vae_pyro.lab.experiment import Data, labels
@@ -21,15 +22,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "a discrete site",
-         "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
-
-
 def estimator_table() -> str:
     """The docs' estimator table, drawn from the estimator records: what each is, its draws per image, what
     it needs of a model, what its value and gradients equal in expectation, its paper."""
-    from vae_pyro.estimators import SPECS
-
     def reference(ref: dict[str, str]) -> str:
         grads = {q: ref.get(q) for q in ("guide", "model")}
         same = [q for q, b in grads.items() if b == ref["value"]]
