@@ -41,9 +41,12 @@ class Config:
     particles: int = option(1, f"Monte-Carlo samples L per image of {', '.join(estimators.names_with('L'))}")
     baseline: str = option("none", "score estimator's baseline: none, decaying, neural", estimators.BASELINES)
     iwae_k: int = option(5, f"samples K per image of {', '.join(estimators.names_with('K'))}")
-    alpha: float | None = option(None, "renyi's alpha >= 0, not 1 (0: the IWAE bound; towards 1: the ELBO) [0.5]")
-    iwae_m: int | None = option(None, "miwae / piwae: M groups of --iwae-k draws per image [4]")
-    ciwae_beta: float | None = option(None, "ciwae: weight beta of the ELBO against the IWAE bound, in [0, 1] [0.5]")
+    alpha: float | None = option(None, "renyi's alpha >= 0, not 1 (0: the IWAE bound; towards 1: the ELBO) "
+                                                f"[{estimators.spec('renyi').options['alpha']}]")
+    iwae_m: int | None = option(None, "miwae / piwae: M groups of --iwae-k draws per image "
+                                           f"[{estimators.spec('miwae').options['iwae_m']}]")
+    ciwae_beta: float | None = option(None, "ciwae: weight beta of the ELBO against the IWAE bound, in "
+                                                     f"[0, 1] [{estimators.spec('ciwae').options['ciwae_beta']}]")
     z_dim: int | None = option(None, "latent dimensions [the model's: 20 for vae/cvae, 32 for ae]", model=True)
     hidden: tuple[int, ...] | None = option(None, "hidden layer sizes, e.g. 400 or 512,256; none: linear [400]",
                                             model=True)

@@ -19,7 +19,7 @@ import torch
 
 from vae_pyro.estimators.bounds import log_mean_exp
 from vae_pyro.estimators.particles import ParticleBound
-from vae_pyro.estimators.spec import EstimatorSpec, expects
+from vae_pyro.estimators.spec import RSAMPLE, EstimatorSpec, expects
 
 BOUNDS = ("elbo", "iwae")
 GUIDE_GRADIENTS = ("stl", "dreg")
@@ -53,7 +53,6 @@ class PathwiseELBO(ParticleBound):
         return (w**2 * log_w).sum() + ((w - w**2) * log_p_fixed_z).sum(), bound
 
 
-RSAMPLE = frozenset({"rsample"})
 SPECS = (
     EstimatorSpec("stl", lambda **kw: PathwiseELBO("elbo", "stl", **kw), "ELBO; sticking the landing: φ's "
                   "gradient through z's path only", "Roeder, Wu & Duvenaud 2017", expects("elbo"), needs=RSAMPLE),

@@ -14,7 +14,7 @@ import torch
 from pyro import infer
 
 from vae_pyro.estimators import pyro_compat
-from vae_pyro.estimators.spec import EstimatorSpec, expects
+from vae_pyro.estimators.spec import RSAMPLE, EstimatorSpec, expects
 
 
 class QuietJit:
@@ -60,16 +60,16 @@ SPECS = (
     EstimatorSpec("trace", infer.Trace_ELBO, "ELBO; Monte-Carlo KL, reparameterised (score function where no "
                   "rsample)", "Kingma & Welling 2013; Ranganath et al. 2014", expects("elbo")),
     EstimatorSpec("meanfield", infer.TraceMeanField_ELBO, ANALYTIC_KL, "Kingma & Welling 2013", expects("elbo"),
-                  needs=frozenset({"rsample", "model_order"})),
+                  needs=RSAMPLE | {"model_order"}),
     EstimatorSpec("iwae", iwae, "IWAE bound of K draws, reparameterised", "Burda, Grosse & Salakhutdinov 2016",
-                  expects("iwae"), samples="K", needs=frozenset({"rsample"})),
+                  expects("iwae"), samples="K", needs=RSAMPLE),
     EstimatorSpec("renyi", infer.RenyiELBO, "Rényi bound of order --alpha over K draws (0: IWAE, towards 1: ELBO)",
                   "Li & Turner 2016", expects("renyi"), samples="K", options={"alpha": 0.5},
-                  needs=frozenset({"rsample"})),
+                  needs=RSAMPLE),
     EstimatorSpec("jit-trace", JitTrace, "as trace, compiled by torch.jit.trace", "Kingma & Welling 2013",
-                  expects("elbo"), needs=frozenset({"rsample"})),
+                  expects("elbo"), needs=RSAMPLE),
     EstimatorSpec("jit-meanfield", JitMeanField, "as meanfield, compiled by torch.jit.trace",
-                  "Kingma & Welling 2013", expects("elbo"), needs=frozenset({"rsample", "model_order"})),
+                  "Kingma & Welling 2013", expects("elbo"), needs=RSAMPLE | {"model_order"}),
     EstimatorSpec("enum", infer.TraceEnum_ELBO, "ELBO; discrete guide sites summed out exactly", "Pyro's "
                   "TraceEnum_ELBO (Obermeyer et al. 2019)", expects("elbo"), needs=frozenset({"enumerable"}),
                   guide=enumerate_guide),

@@ -15,7 +15,7 @@ import torch
 
 from vae_pyro.estimators.bounds import ciwae, log_mean_exp, miwae
 from vae_pyro.estimators.particles import ParticleBound
-from vae_pyro.estimators.spec import EstimatorSpec, expects
+from vae_pyro.estimators.spec import RSAMPLE, EstimatorSpec, expects
 
 KINDS = ("miwae", "piwae", "ciwae")
 
@@ -46,7 +46,6 @@ class MultiSampleELBO(ParticleBound):
         return surrogate.sum(), log_mean_exp(log_w.detach()).sum()
 
 
-RSAMPLE = frozenset({"rsample"})
 PAPER = "Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh 2018"
 SPECS = (
     EstimatorSpec("miwae", lambda iwae_m, **kw: MultiSampleELBO("miwae", m=iwae_m, **kw), "MIWAE bound: the "

@@ -12,7 +12,8 @@ from torch import nn
 
 from vae_pyro.estimators import pyro_compat
 
-QUANTITIES = ("value", "guide", "model")  # the loss's value, its gradient in φ (guide), in θ (model)
+QUANTITIES = ("value", "guide", "model")
+RSAMPLE = frozenset({"rsample"})  # the need of every estimator that takes z's path  # the loss's value, its gradient in φ (guide), in θ (model)
 
 
 def expects(bound: str, guide: str | bool = True, model: str | bool = True) -> dict[str, str]:
