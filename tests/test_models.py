@@ -6,6 +6,7 @@ import pyro
 import pytest
 import torch
 from conftest import TINY
+from pyro import poutine
 from torch.distributions import ContinuousBernoulli
 
 from vae_pyro import estimators
@@ -167,3 +168,33 @@ def test_evaluation_of_a_cvae_uses_its_labels(tmp_path, mnist5k):
     right = evaluate.metrics(cvae, x, mnist5k.test_y)["elbo"]
     wrong = evaluate.metrics(cvae, x, (mnist5k.test_y + 1) % 10)["elbo"]
     assert right > wrong + 1  # the labels carry information the decoder uses
+
+
+def test_binary_vae_starts_from_the_pixel_logits_and_trains_its_prior_at_100x():
+    from vae_pyro.estimators import make
+    from vae_pyro.lab.trainers import SVITrainer, TorchTrainer
+    from vae_pyro.models.binary_vae import BinaryVAE
+
+    x = (torch.rand(500, 784) < torch.linspace(0.01, 0.99, 784)).float()
+    vae = BinaryVAE(net="nonlinear")
+    vae.init_from_data(x)
+    assert torch.allclose(torch.sigmoid(vae.decoder[-1].bias), x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-6)
+    fast = TorchTrainer(make("disarm"), vae, 1e-4)
+    assert sorted(g["lr"] for g in fast.optim.param_groups) == [1e-4, 1e-2]
+    assert next(g for g in fast.optim.param_groups if g["lr"] == 1e-2)["params"] == [vae.prior.logits]
+    svi = SVITrainer(make("disarm"), vae, 1e-4)
+    svi.step(x[:8])
+    lrs = {id(param): opt.param_groups[0]["lr"] for param, opt in svi.optim.optim_objs.items()}
+    assert lrs.pop(id(vae.prior.logits)) == 1e-2 and set(lrs.values()) == {1e-4}
+    state = svi.state_dict()  # a resume keeps each parameter's own rate
+    svi.load_state_dict(state)
+    assert {n: s["param_groups"][0]["lr"] for n, s in state["optim"].items()}["prior$$$logits"] == 1e-2
+    with pytest.raises(ValueError, match="unknown net"):
+        BinaryVAE(net="conv")
+
+
+def test_categorical_vae_has_twenty_one_hot_latents_of_ten_classes():
+    from vae_pyro.models.categorical_vae import CategoricalVAE
+
+    z = poutine.trace(CategoricalVAE().guide).get_trace(torch.rand(3, 784)).nodes["z"]["value"]
+    assert z.shape == (3, 20, 10) and torch.equal(z.sum(-1), torch.ones(3, 20))

@@ -28,5 +28,6 @@ def test_a_probe_fails_loudly_naming_its_coupling(monkeypatch):
 
 def test_optim_lr_is_rewritten_in_every_param_group():
     state = {"a": {"param_groups": [{"lr": 0.1}, {"lr": 0.2}]}, "b": {"param_groups": [{"lr": 0.3}]}}
-    assert pyro_compat.set_optim_lr(state, 0.01) == {"a": {"param_groups": [{"lr": 0.01}, {"lr": 0.01}]},
-                                                    "b": {"param_groups": [{"lr": 0.01}]}}
+    lr_of = {"a": 0.01, "b": 1.0}.get  # each parameter's own (a model's lr_scale)
+    assert pyro_compat.set_optim_lr(state, lr_of) == {"a": {"param_groups": [{"lr": 0.01}, {"lr": 0.01}]},
+                                                     "b": {"param_groups": [{"lr": 1.0}]}}

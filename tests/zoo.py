@@ -365,3 +365,43 @@ class WrongHand(DiagonalNormal):
         recon = dist.Normal(self.decoder(z), SIGMA**2).log_prob(x).sum(-1).mean(0)
         kl = torch.distributions.kl_divergence(q, dist.Normal(torch.zeros_like(loc), 1.0)).sum(-1)
         return -(recon - kl).sum()
+
+
+class OneHotCategory(Zoo):
+    """Two one-hot latents of 3 classes each (the categorical VAE's kind of site), a uniform prior."""
+
+    outputs = latent_dim = 6
+
+    def model(self, x, y=None):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.OneHotCategorical(logits=x.new_zeros(len(x), 2, 3)).to_event(1))
+            self.observe(x, z.flatten(-2))
+
+    def guide(self, x, y=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.OneHotCategorical(logits=self.encoder(x).unflatten(-1, (2, 3))).to_event(1))
+
+
+class LayeredBits(Bits):
+    """Two layers of binary latents, the second's guide logits depending on the first's draw (a sigmoid
+    belief net's guide): ARM, DisARM, REBAR and RELAX's stacked points cannot be formed, and say so."""
+
+    def model(self, x, y=None):
+        pyro.module("decoder", self.decoder)
+        logits = pyro.param("prior_logits", self.prior_logits)
+        with pyro.plate("data", len(x)):
+            top = pyro.sample("top", dist.Bernoulli(logits=logits.expand(len(x), 3)).to_event(1))
+            z = pyro.sample("z", dist.Bernoulli(logits=2 * top - 1).to_event(1))
+            self.observe(x, z)
+
+    def guide(self, x, y=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", len(x)):
+            out = self.encoder(x)
+            top = pyro.sample("top", dist.Bernoulli(logits=out).to_event(1))
+            pyro.sample("z", dist.Bernoulli(logits=out + 2 * top - 1).to_event(1))
+
+
+FAMILIES += (OneHotCategory, LayeredBits)

@@ -19,7 +19,7 @@ LOOPS = ("fast", "svi")
 # keys a resumed run may change: they alter how it continues, not what it is
 RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir", "compile"}
 # the estimators' draws per image and the options estimators own (``estimators.owned_options``)
-ESTIMATOR_OPTIONS = ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta")
+ESTIMATOR_OPTIONS = ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta", "temperature")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, model: bool = False) -> Any:
@@ -47,6 +47,8 @@ class Config:
                                            f"[{estimators.spec('miwae').options['iwae_m']}]")
     ciwae_beta: float | None = option(None, "ciwae: weight beta of the ELBO against the IWAE bound, in "
                                                      f"[0, 1] [{estimators.spec('ciwae').options['ciwae_beta']}]")
+    temperature: float | None = option(None, "gumbel-st: temperature tau > 0 of the relaxation its gradient flows "
+                                             f"through [{estimators.spec('gumbel-st').options['temperature']}]")
     z_dim: int | None = option(None, "latent dimensions [the model's: 20 for vae/cvae, 32 for ae]", model=True)
     hidden: tuple[int, ...] | None = option(None, "hidden layer sizes, e.g. 400 or 512,256; none: linear [400]",
                                             model=True)

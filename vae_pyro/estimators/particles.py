@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 
@@ -37,6 +38,14 @@ def per_image(log_prob: torch.Tensor, k: int, n: int, nesting: int) -> torch.Ten
     if nesting > 1:
         lp = lp.sum(tuple(range(-nesting, -1)))
     return lp.expand(k, n)
+
+
+class Detached(Messenger):
+    """Latent draws leave their sample statement without a path (``.detach()``)."""
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if not msg["is_observed"] and not site_is_subsample(msg):
+            msg["value"] = msg["value"].detach()
 
 
 class ParticleBound(ELBO):
@@ -66,11 +75,14 @@ class ParticleBound(ELBO):
         return sum(per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
                    for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s))
 
-    def log_weights(self, model, guide, args, kwargs, detach_q: bool = False):
+    def log_weights(self, model, guide, args, kwargs, detach_q: bool = False, handler=None):
         """(log w: (draws, N), the drawn latents without gradient, N); with ``detach_q`` log q is taken
-        with the guide's parameters held fixed (z keeps its path). Leaves ``self.score_log_q``: log q
-        of the sites without a reparameterised sample, per draw and image (what a score function needs)."""
-        guide_trace = poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs)
+        with the guide's parameters held fixed (z keeps its path); ``handler`` wraps the guide outside the
+        particle plate (so it sees each site broadcast over the draws). Leaves ``self.score_log_q``: log q
+        of the sites without a reparameterised sample, per draw and image (what a score function needs), and
+        ``self.log_q``, log q as the objective weighs it (scaled), per draw and image."""
+        guide = self._particle_plate(guide)
+        guide_trace = poutine.trace(handler(guide) if handler else guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(self._particle_plate(model), trace=guide_trace)
                                     ).get_trace(*args, **kwargs)
         latent, n = self._latents(guide_trace, args)
@@ -82,6 +94,7 @@ class ParticleBound(ELBO):
         # the objective, not the density the draws come from
         self.score_log_q = sum((per_image(s["fn"].log_prob(s["value"]), self.num_particles, n, self.max_plate_nesting)
                                 for s in latent.values() if not s["fn"].has_rsample), 0.0)
+        self.log_q = log_q
         return self._log_density(model_trace, n) - log_q, fixed_z, n
 
     @staticmethod
@@ -98,6 +111,20 @@ class ParticleBound(ELBO):
         with torch.no_grad():
             latent, n = self._latents(poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs), args)
         return {name: s["value"] for name, s in latent.items()}, n
+
+    def score_draws(self, guide, args, kwargs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, int]:
+        """Draws for a score function, in one guide pass: (latents without gradient, log q_φ(z | x) at them
+        as the objective weighs it, the sampling density log q_φ(z | x) unscaled, N). Each draw is cut
+        from its path as it is drawn, so a later site's density depends on φ only through its own
+        parameters. Log-densities per draw and image, (draws, N)."""
+        with Detached():  # outside the trace, so that the trace records the detached values
+            trace = poutine.trace(self._particle_plate(guide)).get_trace(*args, **kwargs)
+        latent, n = self._latents(trace, args)
+        k, nesting = self.num_particles, self.max_plate_nesting
+        log_q = sum((per_image(scale_and_mask(s["fn"].log_prob(s["value"]), s["scale"], s["mask"]), k, n, nesting)
+                     for s in latent.values()), 0.0)
+        score = sum((per_image(s["fn"].log_prob(s["value"]), k, n, nesting) for s in latent.values()), 0.0)
+        return {name: s["value"] for name, s in latent.items()}, log_q, score, n
 
     def log_p_at(self, program, fixed_z: dict, n: int, args, kwargs) -> torch.Tensor:
         """Σ of the program's log-densities per draw and image with its latents at ``fixed_z`` (no gradient

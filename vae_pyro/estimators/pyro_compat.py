@@ -2,6 +2,8 @@
 probe here that ``tests/test_pyro_compat.py`` runs, so a Pyro release that breaks one fails
 loudly, naming it, instead of silently slowing or corrupting a run."""
 
+from collections.abc import Callable
+
 import pyro
 import pyro.infer as infer
 import pyro.optim
@@ -37,12 +39,13 @@ def load_decaying_baselines(state: dict[str, torch.Tensor]) -> None:
         pyro.get_param_store()[name] = value
 
 
-def set_optim_lr(state: dict, lr: float) -> dict:
+def set_optim_lr(state: dict, lr_of: Callable[[str], float]) -> dict:
     """``pyro.optim.PyroOptim.get_state()`` (one torch optimizer state_dict per parameter name)
-    with every learning rate set to ``lr``, for a resume that changes it. Coupling: that format."""
-    for param_state in state.values():
+    with each parameter's learning rate set to ``lr_of(name)``, for a resume that changes it.
+    Coupling: that format."""
+    for name, param_state in state.items():
         for group in param_state["param_groups"]:
-            group["lr"] = lr
+            group["lr"] = lr_of(name)
     return state
 
 
@@ -102,7 +105,7 @@ def probe_optim_state() -> None:
     state = optim.get_state()
     try:
         resumed = pyro.optim.Adam({"lr": 0.1})  # as a resumed trainer: a fresh optimizer, then the saved state
-        resumed.set_state(set_optim_lr(state, 0.01))
+        resumed.set_state(set_optim_lr(state, lambda name: 0.01))
         resumed([p.unconstrained()])
         lr = next(iter(resumed.optim_objs.values())).param_groups[0]["lr"]
     except (KeyError, TypeError, AttributeError, StopIteration) as e:

@@ -10,7 +10,21 @@ from typing import Any
 from pyro.infer import ELBO
 
 from vae_pyro.errors import VaeError
-from vae_pyro.estimators import hand, pathwise, pyro_elbos, rainforth, rws, score, vimco
+from vae_pyro.estimators import (
+    arm,
+    discrete,
+    gumbel,
+    hand,
+    nvil,
+    pathwise,
+    pyro_elbos,
+    rainforth,
+    relax,
+    rloo,
+    rws,
+    score,
+    vimco,
+)
 from vae_pyro.estimators.bounds import BOUNDS
 from vae_pyro.estimators.spec import Estimator, EstimatorSpec
 from vae_pyro.models.contract import is_latent
@@ -18,7 +32,7 @@ from vae_pyro.models.contract import is_latent
 _TRACE, _MEANFIELD, _IWAE, _RENYI, _JIT_TRACE, _JIT_MEANFIELD, _ENUM = pyro_elbos.SPECS
 SPECS: dict[str, EstimatorSpec] = {s.name: s for s in (
     _TRACE, _MEANFIELD, hand.SPEC, score.SPEC, _IWAE, _JIT_TRACE, _JIT_MEANFIELD, _ENUM, *pathwise.SPECS, _RENYI,
-    *rainforth.SPECS, vimco.SPEC, rws.SPEC)}
+    *rainforth.SPECS, vimco.SPEC, rws.SPEC, rloo.SPEC, nvil.SPEC, *arm.SPECS, *relax.SPECS, gumbel.SPEC)}
 NAMES = tuple(SPECS)
 BASELINES = score.BASELINES
 SAMPLE_OPTIONS = {"L": "particles", "K": "iwae_k"}  # the Config field that sets each kind of samples
@@ -34,6 +48,7 @@ OPTION_RULES = {
     "alpha": (_finite_nonnegative_not_one, "be a finite number >= 0 other than 1 (the ELBO: use trace)"),
     "iwae_m": (lambda m: isinstance(m, int) and m >= 1, "be a positive integer"),
     "ciwae_beta": (lambda b: 0 <= b <= 1, "lie in [0, 1]"),
+    "temperature": (lambda t: t > 0 and math.isfinite(t), "be a finite number > 0"),
 }
 
 
@@ -99,6 +114,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "an enumerable discrete site",
+         "bernoulli": "Bernoulli latent sites only", "relaxable": "Bernoulli or one-hot categorical latent sites only",
          "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
 for _spec in SPECS.values():  # a typo in a record would silently disable its refusal or its check
     assert _spec.needs <= set(NEEDS), f"{_spec.name} needs unknown site kinds {_spec.needs - set(NEEDS)}"
@@ -109,6 +125,17 @@ def _discrete(latent: dict) -> list[str]:
     return [n for n, site in latent.items() if not site["fn"].has_rsample]
 
 
+def _joint_support(fn) -> str:
+    """How many values a discrete site with event dimensions takes jointly: "2^200", or "?"."""
+    inner = discrete.base(fn)
+    try:
+        values = inner.enumerate_support(expand=False).shape[0]
+    except NotImplementedError:
+        return "?"
+    copies = math.prod(fn.event_shape) // max(math.prod(inner.event_shape), 1)
+    return f"{values}^{copies}"
+
+
 def _unmet(need: str, module, latent: dict, model_trace) -> str | None:
     """Why ``module``'s traces do not meet ``need``, or None."""
     model = type(module).__name__
@@ -116,8 +143,15 @@ def _unmet(need: str, module, latent: dict, model_trace) -> str | None:
         return (f"a reparameterised sample at every latent site, and {model}'s {', '.join(_discrete(latent))} has "
                 "none (it would get no gradient through it)")
     if need == "enumerable" and not any(latent[n]["fn"].has_enumerate_support for n in _discrete(latent)):
-        some = f" ({', '.join(_discrete(latent))} has event dimensions; a plate over them can)" if _discrete(latent) else ""
+        sizes = ", ".join(f"{n} jointly takes {_joint_support(latent[n]['fn'])} values" for n in _discrete(latent))
+        some = f" ({sizes}; declare its dimensions independent with a plate to enumerate each alone)" if sizes else ""
         return f"a discrete latent site to sum out exactly, and {model} has none it can enumerate{some}"
+    if need in ("bernoulli", "relaxable"):
+        kinds = {"bernoulli"} if need == "bernoulli" else set(discrete.KINDS)
+        other = [f"{n} ({type(discrete.base(s['fn'])).__name__})" for n, s in latent.items()
+                 if discrete.kind(s["fn"]) not in kinds]
+        if other or not latent:
+            return f"{NEEDS[need]}, and {model}'s {', '.join(other) or 'guide'} {'is' if len(other) == 1 else 'are'} not"
     if need == "hand_loss" and not callable(getattr(module, "hand_loss", None)):
         return f"the model's own hand_loss(x, y=None, particles=1, eps=None), and {model} has none"
     if need == "model_order":
@@ -162,8 +196,11 @@ def make(name: str, max_plate_nesting: int = 1, x_dim: int = 784, particles: int
     check_options(name, {"particles": 1 if s.samples == "K" else particles, "iwae_k": iwae_k, **options})
     own = options_of(name, options)
     samples = samples_of(name, particles, iwae_k)
-    elbo = s.build(num_particles=samples, max_plate_nesting=max_plate_nesting, vectorize_particles=True, **own)
-    return Estimator(s, samples, elbo, own, s.network(x_dim, own) if s.network else None)
+    net = s.network(x_dim, own) if s.network else None
+    with_net = {"network": net} if net is not None else {}
+    elbo = s.build(num_particles=samples, max_plate_nesting=max_plate_nesting, vectorize_particles=True, **with_net,
+                   **own)
+    return Estimator(s, samples, elbo, own, net)
 
 
 class ForSVI(ELBO):

@@ -61,8 +61,8 @@ def baseline_network(x_dim: int, options: dict) -> nn.Module | None:
     return nn.Sequential(mlp([x_dim, 100, 1], "relu"), nn.Flatten(0)) if options["baseline"] == "neural" else None
 
 
-def trace_graph(baseline: str = "none", **kwargs) -> infer.TraceGraph_ELBO:
-    """TraceGraph_ELBO (``baseline`` acts in the guide, ``score_guide``)."""
+def trace_graph(baseline: str = "none", network: nn.Module | None = None, **kwargs) -> infer.TraceGraph_ELBO:
+    """TraceGraph_ELBO (``baseline`` and its ``network`` act in the guide, ``score_guide``)."""
     # the particles run in a loop: Pyro 1.9 cannot broadcast an Independent distribution with
     # has_rsample=False across the particle plate (it tries to set a read-only property)
     return infer.TraceGraph_ELBO(**{**kwargs, "vectorize_particles": False})

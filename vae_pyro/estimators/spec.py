@@ -38,7 +38,8 @@ class EstimatorSpec:
     (``registry.NEEDS``); ``reference`` what its value and gradients equal in expectation (``expects``);
     ``guide(estimator, guide)`` the guide it runs in place of the model's (score's, enum's); ``network(x_dim,
     options)`` a network trained beside the module (score's neural baseline); ``check(samples, options)``
-    a rule of its own on those, returning what is wrong and the fix, or None.
+    a rule of its own on those, returning what is wrong and the fix, or None; ``per_sample`` the draws each
+    sample takes (ARM's pairs: 2).
     """
 
     name: str
@@ -53,10 +54,12 @@ class EstimatorSpec:
     guide: Callable | None = None
     network: Callable[[int, dict], nn.Module | None] | None = None
     check: Callable[[int, dict], str | None] | None = None
+    per_sample: int = 1
 
     def draws(self, samples: int, options: dict[str, Any]) -> int:
-        """Draws per image of one loss: the samples, times M groups for the grouped bounds (``iwae_m``)."""
-        return samples * options.get("iwae_m", 1)
+        """Draws per image of one loss: the samples, times M groups for the grouped bounds (``iwae_m``),
+        times ``per_sample`` (2 for an antithetic pair)."""
+        return samples * options.get("iwae_m", 1) * self.per_sample
 
 
 @dataclass

@@ -66,6 +66,8 @@ def build_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     """``instantiate``, then checked against the contract and the estimator on two training images,
     without touching the RNG stream."""
     module = instantiate(cfg, data.train_x.shape[1], device)
+    if callable(getattr(module, "init_from_data", None)):
+        module.init_from_data(data.train_x)
     x, y = data.train_x[:2], labels(module, data.train_y[:2])
     with traces.seeded_rng(cfg.seed, device):
         guide_tr, model_tr = contract.check(module, x, y)

@@ -7,6 +7,7 @@ from pyro.infer import SVI
 
 from vae_pyro import estimators
 from vae_pyro.estimators import pyro_compat
+from vae_pyro.models import contract
 
 
 class SVITrainer:
@@ -17,8 +18,12 @@ class SVITrainer:
 
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         pyro.clear_param_store()
-        self.estimator, self.lr = estimator, lr
-        self.optim = pyro.optim.Adam({"lr": lr})
+        self.estimator = estimator
+        scale = getattr(vae, "lr_scale", {})
+        contract.lr_groups(vae, lr)  # refuses an lr_scale that names no submodule
+        # Pyro names a module's parameters "module$$$path": the submodule is the part before "$$$"
+        self.lr_of = lambda name: lr * scale.get(name.split("$$$")[0], 1.0)
+        self.optim = pyro.optim.Adam(lambda name, _: {"lr": self.lr_of(name)})
         self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -29,7 +34,7 @@ class SVITrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
-        self.optim.set_state(pyro_compat.set_optim_lr(state["optim"], self.lr))
+        self.optim.set_state(pyro_compat.set_optim_lr(state["optim"], self.lr_of))
         self.estimator.load_state_dict(state["estimator"])
 
 
@@ -45,10 +50,10 @@ class TorchTrainer:
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         pyro.clear_param_store()
         self.estimator, self.vae = estimator, vae
-        params = list(vae.parameters())
+        groups = contract.lr_groups(vae, lr)
         if estimator.baseline_net is not None:
-            params += list(estimator.baseline_net.parameters())
-        self.optim = torch.optim.Adam(params, lr=lr, foreach=True)
+            groups.append({"params": list(estimator.baseline_net.parameters()), "lr": lr})
+        self.optim = torch.optim.Adam(groups, lr=lr, foreach=True)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
@@ -67,7 +72,7 @@ class TorchTrainer:
 
 
 def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
-    """Load a torch optimizer's saved state but keep its current learning rate."""
+    """Load a torch optimizer's saved state but keep its current learning rates."""
     lrs = [group["lr"] for group in optim.param_groups]
     optim.load_state_dict(state)
     for group, lr in zip(optim.param_groups, lrs):

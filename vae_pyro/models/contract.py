@@ -11,9 +11,12 @@ A model the lab can train, compare, evaluate and diagnose is
 - optionally ``conditional = True`` (model and guide need the labels ``y``), a ``beta`` attribute
   (the KL weight, which ``--kl-warmup`` sets each epoch), and a plain-PyTorch
   ``hand_loss(x, y=None, particles=1, eps=None)`` (−bound summed over the batch), which enables the
-  ``hand`` estimator and the same-ε check.
+  ``hand`` estimator and the same-ε check;
+- optionally ``init_from_data(x)``, called once with the training images when the module is built
+  (pixel means, an output bias), and ``lr_scale = {"submodule": factor}``, learning-rate multipliers for
+  the parameters of the named submodules (registered with ``pyro.module`` under the same names).
 
-A model is named ``vae``, ``cvae`` or ``ae`` (built in), ``path/to/file.py:Class`` or
+A model is named ``vae``, ``cvae``, ``ae``, ``binary-vae`` or ``categorical-vae`` (built in), ``path/to/file.py:Class`` or
 ``package.module:Class``. Every broken rule is a ``VaeError`` naming the rule and the fix.
 """
 
@@ -32,7 +35,9 @@ from torch import nn
 
 from vae_pyro.errors import VaeError
 
-BUILTIN = {"vae": "vae_pyro.models.vae:VAE", "cvae": "vae_pyro.models.cvae:CVAE", "ae": "vae_pyro.models.ae:AE"}
+BUILTIN = {"vae": "vae_pyro.models.vae:VAE", "cvae": "vae_pyro.models.cvae:CVAE", "ae": "vae_pyro.models.ae:AE",
+           "binary-vae": "vae_pyro.models.binary_vae:BinaryVAE",
+           "categorical-vae": "vae_pyro.models.categorical_vae:CategoricalVAE"}
 DATA_PLATE, OBSERVED = "data", "x"
 SHARED_HINT = {"z_dim", "hidden", "likelihood", "activation", "min_scale", "beta", "conv", "prior"}  # Config fields
 CONTRACT = "see the model contract in vae_pyro.models.contract or the README"
@@ -115,6 +120,20 @@ def construct(cls: type, options: dict[str, Any], spec: str) -> nn.Module:
     except (TypeError, ValueError) as e:
         raise VaeError(f"building {spec}({', '.join(f'{k}={v!r}' for k, v in options.items())}) failed "
                        f"({type(e).__name__}: {e}); fix the options") from None
+
+
+def lr_groups(module: nn.Module, lr: float) -> list[dict]:
+    """``module``'s parameters as optimizer groups: each submodule named in its ``lr_scale`` at lr × factor,
+    the rest at ``lr``."""
+    scale = getattr(module, "lr_scale", {})
+    unknown = sorted(set(scale) - {n for n, _ in module.named_children()})
+    if unknown:
+        raise VaeError(f"{type(module).__name__}.lr_scale names {', '.join(unknown)}, which are not submodules; "
+                       "name the attributes that hold the networks")
+    groups = {None: []} | {name: [] for name in scale}
+    for name, p in module.named_parameters():
+        groups[name.split(".")[0] if name.split(".")[0] in scale else None].append(p)
+    return [{"params": ps, "lr": lr * scale.get(name, 1.0)} for name, ps in groups.items() if ps]
 
 
 def is_latent(site: dict) -> bool:

@@ -36,6 +36,8 @@ def estimator_table() -> str:
     for s in SPECS.values():
         draws = {"L": "L = `--particles`", "K": "K = `--iwae-k`"}[s.samples] + (
             f" ≥ {s.min_samples}" if s.min_samples > 1 else "")
+        if s.per_sample > 1:  # an antithetic pair, REBAR's three points
+            draws = f"{s.per_sample}{s.samples}, {draws}"
         options = ", ".join(f"`--{k.replace('_', '-')}`, default {v}" for k, v in s.options.items())
         needs = "; ".join(NEEDS[n] for n in sorted(s.needs)) or "any latent site"
         rows.append([f"`{s.name}`", s.summary + (f" ({options})" if options else ""), draws, needs,

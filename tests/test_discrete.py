@@ -1,0 +1,223 @@
+"""The discrete-latent estimators where exact gradients exist: on a model with d = 6 binary latents all
+2^6 values are enumerated, so the ELBO and its gradient are known exactly. Every unbiased estimator's
+mean gradient (guide and model, projected on a fixed direction) lies within 4 standard errors of it;
+a leave-one-out baseline that includes its own draw (a silent bias) does not; gumbel-st's bias is
+shown, and falls with its temperature while its variance rises. At fixed weights on the binary VAE,
+the variance claims of the papers that hold here are asserted (``docs``: the measured table)."""
+
+import itertools
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from torch import nn
+
+from vae_pyro import estimators
+from vae_pyro.estimators import rloo
+from vae_pyro.lab import traces
+from vae_pyro.models.binary_vae import PriorLogits
+
+D, X, N, DRAWS = 6, 8, 16, 500
+
+
+class TinyBits(nn.Module):
+    """z ∈ {0, 1}^6 with learned prior logits; x ∈ {0, 1}^8; linear encoder and decoder."""
+
+    def __init__(self, x_dim: int = X):
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(x_dim, D), nn.Linear(D, x_dim)
+        self.prior = PriorLogits(D)
+
+    def model(self, x, y=None):
+        pyro.module("decoder", self.decoder)
+        pyro.module("prior", self.prior)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(logits=self.prior.logits.expand(len(x), D)).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x, y=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Bernoulli(logits=self.encoder(x)).to_event(1))
+
+
+def exact_elbo(module: TinyBits, x: torch.Tensor) -> torch.Tensor:
+    """Σ_i Σ_z q(z | x_i) (log p(x_i, z) − log q(z | x_i)), every z ∈ {0, 1}^6 enumerated."""
+    total = x.new_zeros(())
+    for bits in itertools.product([0.0, 1.0], repeat=D):
+        z = {"z": torch.tensor(bits, dtype=x.dtype).expand(len(x), D)}
+        guide = poutine.trace(poutine.condition(module.guide, z)).get_trace(x)
+        model = poutine.trace(poutine.condition(module.model, z)).get_trace(x)
+        log_q = guide.nodes["z"]["fn"].log_prob(z["z"])
+        log_p = model.nodes["z"]["fn"].log_prob(z["z"]) + model.nodes["x"]["fn"].log_prob(x)
+        total = total + (log_q.exp() * (log_p - log_q)).sum()
+    return total
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """(module, batch, projection directions, the exact projected gradient of −ELBO per group)."""
+    torch.manual_seed(0)
+    module = TinyBits().double()
+    with torch.no_grad():  # logits of a few nats: far from 1/2, where the estimators differ
+        module.encoder.weight.mul_(3)
+        module.decoder.weight.mul_(3)
+        module.prior.logits.copy_(torch.randn(D))
+    x = (torch.rand(N, X, dtype=torch.float64) < 0.5).double()
+    groups = traces.parameter_groups(module, x)
+    gen = torch.Generator().manual_seed(1)
+    direction = {g: [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in ps] for g, ps in groups.items()}
+    module.zero_grad()
+    (-exact_elbo(module, x)).backward()
+    exact = {g: sum((p.grad * u).sum() for p, u in zip(ps, direction[g])).item() for g, ps in groups.items()}
+    module.zero_grad(set_to_none=True)
+    return module, x, groups, direction, exact
+
+
+def draws(setting, name: str, draws: int = DRAWS, **options) -> dict[str, torch.Tensor]:
+    """``draws`` gradients of −ELBO per group, flattened: {group: (draws, parameters)}. nvil's guide gradient
+    is multiplied back by the max(1, √v) it was divided by (v from the draws before, so each stays unbiased)."""
+    module, x, groups, _, _ = setting
+    pyro.clear_param_store()
+    est = estimators.make(name, 1, X, **options)
+    if est.baseline_net is not None:
+        est.baseline_net.double()
+    torch.manual_seed(2)
+    out = {g: [] for g in groups}
+    for _ in range(draws):
+        scale = {"guide": est.baseline_net.var.sqrt().clamp_min(1).item() if name == "nvil" else 1.0, "model": 1.0}
+        module.zero_grad(set_to_none=True)
+        est.backward(module, x)
+        for g, ps in groups.items():
+            out[g].append(scale[g] * torch.cat([p.grad.flatten() for p in ps]))
+    module.zero_grad(set_to_none=True)
+    return {g: torch.stack(v) for g, v in out.items()}
+
+
+def projected(setting, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each draw's gradient on the fixed random direction of its group."""
+    direction = setting[3]
+    return {g: v @ torch.cat([u.flatten() for u in direction[g]]) for g, v in grads.items()}
+
+
+def z_of(values: torch.Tensor, exact: float) -> float:
+    return ((values.mean() - exact) / (values.std() / math.sqrt(len(values)))).item()
+
+
+UNBIASED = [("rloo", {"iwae_k": 2}), ("rloo", {"iwae_k": 5}), ("arm", {}), ("disarm", {}), ("disarm", {"particles": 3}),
+            ("rebar", {}), ("relax", {}), ("nvil", {}), ("score", {})]
+
+
+@pytest.mark.parametrize("name,options", UNBIASED, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in UNBIASED])
+def test_expected_gradient_equals_the_enumerated_one(setting, name, options):
+    exact = setting[-1]
+    got = projected(setting, draws(setting, name, **options))
+    for group in ("guide", "model"):
+        assert abs(z_of(got[group], exact[group])) < 4, (group, z_of(got[group], exact[group]))
+
+
+def test_a_baseline_that_sees_its_own_draw_is_caught(setting, monkeypatch):
+    """Negative control: with the mean of all K draws as each one's baseline, the score term shrinks by
+    (K − 1)/K (the half, at K = 2): the same comparison must fail."""
+    monkeypatch.setattr(rloo, "leave_one_out_signal", lambda f: f - f.mean(0, keepdim=True))
+    exact = setting[-1]
+    assert abs(z_of(projected(setting, draws(setting, "rloo", iwae_k=2))["guide"], exact["guide"])) > 4
+
+
+def chunked(values: torch.Tensor, statistic, chunks: int = 10) -> tuple[float, float]:
+    """(mean, se) of ``statistic`` over equal chunks of the draws: a standard error that needs no theory."""
+    per_chunk = torch.tensor([statistic(c) for c in values.chunk(chunks)])
+    return per_chunk.mean().item(), (per_chunk.std() / math.sqrt(chunks)).item()
+
+
+def test_gumbel_straight_through_is_biased_less_so_and_noisier_as_the_temperature_falls(setting):
+    """The bias as ‖E ĝ − ∇‖² (estimated without its noise: ‖ḡ − ∇‖² − tr Ĉov / S, per chunk of draws) and
+    the variance as tr Cov, over φ's parameters, at τ = 2 and τ = 0.25."""
+    module, x, groups = setting[:3]
+    module.zero_grad()
+    (-exact_elbo(module, x)).backward()
+    exact = torch.cat([p.grad.flatten() for p in groups["guide"]])
+    module.zero_grad(set_to_none=True)
+
+    def bias2(g):
+        return ((g.mean(0) - exact) ** 2).sum() - g.var(0).sum() / len(g)
+
+    hot, cold = (draws(setting, "gumbel-st", temperature=t)["guide"] for t in (2.0, 0.25))
+    worst = ((hot.mean(0) - exact) / (hot.var(0) / DRAWS).sqrt()).abs().max().item()
+    assert worst > 5, worst  # some coordinate's mean is off by more than 5 se: beyond chance over its 54 coordinates
+    (hot_b, hot_se), (cold_b, cold_se) = chunked(hot, bias2), chunked(cold, bias2)
+    assert hot_b - cold_b > 4 * math.hypot(hot_se, cold_se), (hot_b, cold_b)
+    (hot_v, hot_vse), (cold_v, cold_vse) = (chunked(g, lambda c: c.var(0).sum()) for g in (hot, cold))
+    assert cold_v - hot_v > 4 * math.hypot(hot_vse, cold_vse), (hot_v, cold_v)
+
+
+def fitted_binary_vae(steps: int = 60):
+    """The linear binary VAE (200 latents) after ``steps`` DisARM steps on mnist5k (batches of 50 of its 4,000
+    training digits), and a batch of 50 test digits."""
+    from vae_pyro import data as datasets
+    from vae_pyro.lab.evaluate import EVAL_SEED
+    from vae_pyro.models.binary_vae import BinaryVAE
+
+    digits = datasets.load("mnist5k")
+    torch.manual_seed(0)
+    module = BinaryVAE()
+    module.init_from_data(digits.train_x)
+    est, optim = estimators.make("disarm"), torch.optim.Adam(module.parameters(), lr=1e-3)
+    gen = datasets.seeded(EVAL_SEED)
+    for step in range(steps):
+        optim.zero_grad()
+        est.backward(module, datasets.binarise(digits.train_x[50 * step: 50 * (step + 1)], gen))
+        optim.step()
+    return module, datasets.binarise(digits.test_x[:50], datasets.seeded(EVAL_SEED))
+
+
+def guide_variance(module, x, name: str, draws: int = 100, fit_control: int = 100, **options) -> tuple[float, float]:
+    """tr Cov of the encoder's gradient at fixed weights, (mean, se) over 10 chunks of the draws; REBAR's and
+    RELAX's control variates are first fitted at these weights (``fit_control`` steps on them alone)."""
+    pyro.clear_param_store()
+    est = estimators.make(name, **options)
+    torch.manual_seed(3)
+    if est.baseline_net is not None and fit_control:
+        est.backward(module, x)  # materialises a lazy network
+        optim = torch.optim.Adam(est.baseline_net.parameters(), lr=1e-2)
+        for _ in range(fit_control):
+            optim.zero_grad()
+            est.backward(module, x)
+            optim.step()
+    grads = []
+    for _ in range(draws):
+        module.zero_grad(set_to_none=True)
+        est.backward(module, x)
+        grads.append(torch.cat([p.grad.flatten() for p in module.encoder.parameters()]))
+    module.zero_grad(set_to_none=True)
+    return chunked(torch.stack(grads), lambda c: c.var(0).sum())
+
+
+@pytest.fixture(scope="module")
+def variances() -> dict[str, tuple[float, float]]:
+    """tr Cov of the encoder's gradient, two evaluations of f per image or three (REBAR, RELAX: b, σ(z/λ), σ(z̃/λ))."""
+    module, x = fitted_binary_vae()
+    runs = {"arm": {}, "disarm": {}, "rloo": {"iwae_k": 2}, "rebar": {}, "relax": {}}
+    return {name: guide_variance(module, x, name, **options) for name, options in runs.items()}
+
+
+def below(variances, low: str, high: str) -> float:
+    """How many standard errors ``low``'s variance lies below ``high``'s."""
+    (a, a_se), (b, b_se) = variances[low], variances[high]
+    return (b - a) / math.hypot(a_se, b_se)
+
+
+def test_disarm_has_less_variance_than_arm(variances):
+    """Dong, Mnih & Tucker 2020: DisARM is ARM with u integrated out given the pair."""
+    assert below(variances, "disarm", "arm") > 4
+
+
+def test_rebar_and_relax_fitted_at_the_weights_have_less_variance_than_rloo(variances):
+    """With their control variates fitted (η near 1), the relaxation's correction beats the leave-one-out baseline
+    here; DisARM and RLOO (two draws each) agree within their standard errors, and RELAX's network, after 100
+    steps, does not yet take it below REBAR (both reported in the docs, not asserted)."""
+    assert below(variances, "rebar", "rloo") > 4
+    assert below(variances, "relax", "rloo") > 4
