@@ -217,8 +217,8 @@ def test_guide_snr_against_k_on_real_digits(mnist5k):
     and its model SNR rises. Tucker et al. 2018's remedy: iwae-dreg's guide SNR is above IWAE's at every K
     (it does not rise with K here: see the README). Mean over 3 fixed batches; margins of 4 se over them."""
     from vae_pyro.config import Config
-    from vae_pyro.lab.compare import fixed_batch, gradient_rows, gradient_specs
-    from vae_pyro.lab.experiment import load_data
+    from vae_pyro.lab.compare import gradient_rows, gradient_specs
+    from vae_pyro.lab.experiment import fixed_batch, load_data
     from vae_pyro.lab.stats import gradient_table
 
     cfg = Config(z_dim=20, hidden=(200,), batch_size=64)

@@ -175,3 +175,14 @@ def test_jit_estimators_trace_once(batch, monkeypatch, name):
     for _ in range(5):
         assert math.isfinite(trainer.step(batch))
     assert len(calls) == 1
+
+
+def test_gradient_variance_along_training_leaves_training_as_it_was(tmp_path):
+    """nvil keeps running averages and draws from the training RNG stream: measuring its gradient's variance
+    after each epoch must change neither."""
+    two_epochs = {**BINARY, "epochs": 2}  # the second epoch runs after the first measurement
+    plain = fit(Config(estimator="nvil", **two_epochs), tmp_path / "a", progress=False)
+    measured = fit(Config(estimator="nvil", **two_epochs, grad_variance=5), tmp_path / "b", progress=False)
+    assert [h["test_elbo"] for h in measured.history] == [h["test_elbo"] for h in plain.history]
+    assert all(math.isfinite(h["log_guide_grad_variance"]) for h in measured.history)
+    assert "log_guide_grad_variance" not in plain.history[0]

@@ -145,8 +145,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_gradvar(args: argparse.Namespace) -> None:
-    from vae_pyro.lab.compare import fixed_batch, gradient_rows, gradient_specs
-    from vae_pyro.lab.experiment import restore_run
+    from vae_pyro.lab.compare import gradient_rows, gradient_specs
+    from vae_pyro.lab.experiment import fixed_batch, restore_run
     from vae_pyro.lab.runs import write_json
     from vae_pyro.lab.stats import gradient_table
 

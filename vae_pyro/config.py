@@ -68,6 +68,8 @@ class Config:
     seed: int = option(0, "seeds weights, data order, binarisation and noise")
     device: str = option("auto", "auto, cpu, cuda", DEVICES)
     loop: str = option("fast", "fast (one torch optimizer) or svi (pyro.infer.SVI, the reference)", LOOPS)
+    grad_variance: int = option(0, "after each epoch, draw the guide's gradient this many times (>= 2) on a fixed "
+                                   "training batch and record the log of its variance in metrics.jsonl [0: off]")
     compile: bool = option(False, "torch.compile the model's networks and its hand_loss (opt-in; measured in "
                                   "experiments/bench.py)")
 
@@ -90,6 +92,8 @@ class Config:
             if value is not None and value < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
         estimators.check_options(self.estimator, self.estimator_options())
+        if self.grad_variance < 0 or self.grad_variance == 1:
+            raise VaeError(f"--grad-variance needs at least 2 draws (or 0: off), got {self.grad_variance}")
         if self.seed < 0:
             raise VaeError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.kl_warmup < 0:

@@ -37,9 +37,9 @@ from vae_pyro.estimators import NAMES
 from vae_pyro.lab import diagnostics, distributed, stats, traces
 from vae_pyro.lab.evaluate import LikelihoodKey, evaluate
 from vae_pyro.lab.experiment import (
-    EVAL_SEED,
     Data,
     build_model,
+    fixed_batch,
     labels,
     load_data,
     make_estimator,
@@ -52,7 +52,6 @@ from vae_pyro.lab.trainers import make_trainer
 
 SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
 MANIFEST = "compare.json"
-GRAD_BATCH = 2  # stream key of the fixed batch for gradient diagnostics
 DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
 
 
@@ -177,17 +176,6 @@ def train_all(configs: dict[str, Config], out: Path, data: Data, jobs: int, resu
             future.result()
     runs = {n: restore_run(out / n, data.train_x.device) for n in configs}
     return {n: Trained(r.module, r.history, r.checkpoint["optimizer"]["estimator"]) for n, r in runs.items()}
-
-
-def fixed_batch(data: Data, cfg: Config, conditional: bool = False, index: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fixed batch ``index`` of the gradient and loss diagnostics: ``cfg.batch_size`` random training
-    points, the same for every run and seed, binarised when training binarises (and their labels, for a
-    conditional model)."""
-    gen = datasets.seeded(EVAL_SEED, GRAD_BATCH, index, device=data.train_x.device)
-    idx = torch.randperm(len(data.train_x), generator=gen, device=data.train_x.device)[: cfg.batch_size]
-    x = datasets.binarise(data.train_x[idx], gen) if cfg.binarize != "none" else data.train_x[idx]
-    return x, data.train_y[idx] if conditional else None
 
 
 def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:

@@ -9,6 +9,8 @@ parameters each program registers),
 (the SNR as in Rainforth et al. 2018, "Tighter variational bounds are not necessarily better").
 """
 
+import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -73,3 +75,18 @@ def loss_draws(estimator: Estimator, vae, x: torch.Tensor, draws: int = 500, see
     """``draws`` values of the estimator's loss per image at fixed parameters (no gradients)."""
     torch.manual_seed(seed)
     return torch.tensor([estimator.value(vae, x, y) / len(x) for _ in range(draws)], dtype=torch.float64)
+
+
+def guide_log_variance(estimator: Estimator, vae, x: torch.Tensor, y: torch.Tensor | None = None, draws: int = 20,
+                       seed: int = 0) -> float:
+    """log of the guide gradient's variance (``gradient_stats``) at the current weights, measured during
+    training without disturbing it: the RNG stream, the estimator's running state (NVIL's averages,
+    score's baselines) and every gradient are left as they were."""
+    kept = copy.deepcopy(estimator.state_dict())
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        stats = gradient_stats(estimator, vae, x, draws=draws, seed=seed, y=y)
+    estimator.load_state_dict(kept)
+    if estimator.baseline_net is not None:
+        estimator.baseline_net.zero_grad(set_to_none=True)
+    return math.log(next(s.variance for s in stats if s.group == "guide"))

@@ -15,6 +15,7 @@ from vae_pyro.models import contract
 
 EVAL_SEED = 2013  # the test set's fixed binarisation and evaluation noise: the same for every run
 STATIC = 1  # stream key of a static training-set binarisation
+GRAD_BATCH = 2  # stream key of the fixed batch for gradient diagnostics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,3 +116,15 @@ def restore_run(run_dir, device: str | torch.device = "auto") -> RestoredRun:
     module = build_model(cfg, loaded, device)
     module.load_state_dict(ckpt["module"])
     return RestoredRun(cfg, loaded, module, ckpt["history"], ckpt)
+
+
+def fixed_batch(tensors: Data, cfg: Config, conditional: bool = False, index: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fixed batch ``index`` of the gradient and loss diagnostics: ``cfg.batch_size`` random training
+    points, the same for every run and seed, binarised when training binarises (and their labels, for a
+    conditional model)."""
+    train_x = tensors.train_x
+    gen = data.seeded(EVAL_SEED, GRAD_BATCH, index, device=train_x.device)
+    idx = torch.randperm(len(train_x), generator=gen, device=train_x.device)[: cfg.batch_size]
+    x = data.binarise(train_x[idx], gen) if cfg.binarize != "none" else train_x[idx]
+    return x, tensors.train_y[idx] if conditional else None

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
-from vae_pyro.lab import compiling, distributed, evaluate, faults, memory
-from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, load_data, make_estimator, resolve_device
+from vae_pyro.lab import compiling, diagnostics, distributed, evaluate, faults, memory
+from vae_pyro.lab.experiment import EVAL_SEED, Data, fixed_batch, labels, load_data, make_estimator, resolve_device
 from vae_pyro.lab.runs import CHECKPOINT, Run
 from vae_pyro.lab.trainers import make_trainer
 
@@ -270,6 +270,10 @@ def epochs(run: Run, cfg: Config, vae: nn.Module, trainer, data: Data, history: 
             bar.set_postfix({"train_elbo": f"{train_value:.2f}", "test_elbo": f"{test['elbo']:.2f}"})
             epoch_bar.close()
             record = {"epoch": epoch + 1, "train_elbo": train_value, **{f"test_{k}": v for k, v in test.items()}}
+            if cfg.grad_variance:
+                fixed_x, fixed_y = fixed_batch(data, cfg, train_y is not None)
+                record["log_guide_grad_variance"] = diagnostics.guide_log_variance(
+                    trainer.estimator, vae, fixed_x, fixed_y, cfg.grad_variance, EVAL_SEED)
             if beta is not None:
                 record["kl_weight"] = vae.beta
             history.append({**record, "seconds": state.seconds})
