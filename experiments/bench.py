@@ -6,7 +6,7 @@ alike. Prints ms/step (median, min, max over blocks), the ratio to the hand-writ
 achieved GFLOP/s and the fraction of the GEMM floor, and seconds per epoch of the data set; then
 the importance-sampled evaluation's throughput.
 
-    python experiments/bench.py [--dataset fashion-mnist] [--batch 128] [--hidden 400] [--z-dim 50]
+    python experiments/bench.py [--discrete] [--dataset fashion-mnist] [--batch 128] [--hidden 400] [--z-dim 50]
                                 [--threads 2] [--device cpu] [--blocks 7] [--steps 40]
                                 [--estimators meanfield,trace,jit-trace,jit-meanfield,score,iwae]
                                 [--compiled hand,meanfield,trace]
@@ -143,6 +143,87 @@ def peak_memory_mib(kind: str) -> tuple[float, float]:
     return loaded, peak
 
 
+class PlainBinaryVAE(torch.nn.Module):
+    """The linear binary VAE (``vae_pyro.models.binary_vae``) without Pyro, for the plain DisARM step."""
+
+    def __init__(self, x: torch.Tensor, z_dim: int = 200):
+        super().__init__()
+        self.encoder, self.decoder = torch.nn.Linear(x.shape[1], z_dim), torch.nn.Linear(z_dim, x.shape[1])
+        self.prior = torch.nn.Parameter(torch.zeros(z_dim))
+        self.register_buffer("pixel_mean", x.mean(0))
+        with torch.no_grad():
+            self.decoder.bias.copy_(torch.logit(self.pixel_mean.clamp(1e-3, 1 - 1e-3)))
+
+
+def plain_disarm_step(net: PlainBinaryVAE, optim: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """One DisARM step written out: b = 1[u < σ(α)], b̃ = 1[u > σ(−α)], f(z) = log p(x, z) − log q(z | x);
+    φ by ½ (f(b) − f(b̃)) (−1)^b̃ 1[b ≠ b̃] σ(|α|) through α, θ by the pair's mean of log p(x, z)."""
+    alpha = net.encoder(x - net.pixel_mean)
+    u = torch.rand_like(alpha)
+    b, b_tilde = (u < torch.sigmoid(alpha)).float(), (u > torch.sigmoid(-alpha)).float()
+    z = torch.stack([b, b_tilde])
+    logits = net.decoder(z)
+    log_p = (z * net.prior - F.softplus(net.prior)).sum(-1) + (x * logits - F.softplus(logits)).sum(-1)
+    f = log_p - (z * alpha.detach() - F.softplus(alpha.detach())).sum(-1)
+    fd = f.detach()
+    g = 0.5 * (fd[0] - fd[1]).unsqueeze(-1) * (1 - 2 * b_tilde) * (b != b_tilde) * torch.sigmoid(alpha.abs()).detach()
+    loss = -(f.mean(0).sum() + (g * alpha).sum())
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+    return loss.item()
+
+
+DISCRETE = ("disarm", "arm", "rloo", "nvil", "rebar", "relax", "gumbel-st", "vimco", "rws", "score")
+TWO_DRAWS = {"rloo": {"iwae_k": 2}, "vimco": {"iwae_k": 2}, "rws": {"iwae_k": 2}, "nvil": {"particles": 2},
+             "gumbel-st": {"particles": 2}, "score": {"particles": 2}}  # arm, disarm: one pair; rebar, relax: one b
+
+
+def discrete(args: argparse.Namespace, device: torch.device) -> None:
+    """One step of each discrete estimator on the linear binary VAE (two draws of f per image, REBAR and
+    RELAX three), through fit's fast path, beside the plain-PyTorch DisARM step; alternated blocks."""
+    ds = D.load(args.dataset)
+    x_all = D.binarise(ds.train_x, D.seeded(0)).to(device)
+    batches = wrapped_batches(x_all, args.batch, args.steps)
+    torch.manual_seed(0)
+    plain = PlainBinaryVAE(ds.train_x.to(device)).to(device)
+    plain_optim = torch.optim.Adam(plain.parameters(), lr=1e-4)
+    steppers, stores = {"plain PyTorch disarm": lambda b: plain_disarm_step(plain, plain_optim, b)}, {}
+    for name in DISCRETE:
+        cfg = Config(dataset=args.dataset, model="binary-vae", estimator=name, batch_size=args.batch, lr=1e-4,
+                     **TWO_DRAWS.get(name, {}))
+        vae = instantiate(cfg, ds.x_dim, device)
+        vae.init_from_data(ds.train_x.to(device))
+        trainer = make_trainer(make_estimator(cfg, vae, ds.train_x.to(device)), vae, cfg.lr)
+        steppers[name] = trainer.step
+    for label, step in steppers.items():
+        pyro.clear_param_store()
+        for b in batches[:5]:
+            step(b)
+        stores[label] = pyro.get_param_store().get_state()
+    times = {label: [] for label in steppers}
+    labels = list(steppers)
+    for block in range(args.blocks):
+        for label in labels[block % len(labels):] + labels[: block % len(labels)]:
+            pyro.get_param_store().set_state(stores[label])
+            sync(device)
+            start = time.perf_counter()
+            for b in batches:
+                steppers[label](b)
+            sync(device)
+            times[label].append(1000 * (time.perf_counter() - start) / len(batches))
+            stores[label] = pyro.get_param_store().get_state()
+    plain_ms = statistics.median(times["plain PyTorch disarm"])
+    print(f"{args.dataset}, linear binary VAE 784-200-784 (200 Bernoulli latents), batch {args.batch}, {device}, "
+          f"{args.threads} threads, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
+    print(f"{args.blocks} blocks x {args.steps} steps per variant, alternated\n")
+    print("| estimator | ms/step median (min-max) | x plain DisARM | steps/s |")
+    print("|---|---|---|---|")
+    for label, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {label} | {med:.2f} ({min(ts):.2f}-{max(ts):.2f}) | {med / plain_ms:.2f} | {1000 / med:.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
@@ -156,12 +237,17 @@ def main() -> None:
     p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")
     p.add_argument("--compiled", default="hand,meanfield,trace", help="estimators timed also with --compile ('' none)")
     p.add_argument("--eval-images", type=int, default=100, help="test images for the IS throughput (K = 1,000)")
+    p.add_argument("--discrete", action="store_true", help="time the discrete estimators on the binary VAE instead "
+                   "(batch 50 unless --batch is given)")
     p.add_argument("--probe", choices=("train", "eval"), help=argparse.SUPPRESS)  # the memory probes' own processes
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.probe:
         return probe_memory(args.probe, args)
     device = resolve_device(args.device)
+    if args.discrete:
+        args.batch = 50 if "--batch" not in sys.argv else args.batch
+        return discrete(args, device)
 
     base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
     ds = D.load(args.dataset)

@@ -74,6 +74,20 @@ def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
     return save(fig, path)
 
 
+@themed
+def grad_variance(histories: dict[str, list[list[dict]]], path: Path, steps_per_epoch: int) -> Path:
+    """log of the guide gradient's variance (``--grad-variance``, after each epoch) against training steps, one
+    line per estimator: the mean over its runs (one per seed) with a band of ± 1 se."""
+    rows = [{"estimator": name, "seed": seed, "training steps": r["epoch"] * steps_per_epoch,
+             "log variance of the guide's gradient": r["log_guide_grad_variance"]}
+            for name, runs in histories.items() for seed, history in enumerate(runs) for r in history
+            if "log_guide_grad_variance" in r]
+    fig, ax = subplots(figsize=(7, 4.2))
+    sns.lineplot(pd.DataFrame(rows), x="training steps", y="log variance of the guide's gradient", hue="estimator",
+                 ax=ax, marker="o", markersize=3, errorbar="se")
+    return save(fig, path)
+
+
 def per_unit(stats: list[dict]) -> tuple[pd.DataFrame, str]:
     """Gradient rows averaged to one value per unit: per seed (its fixed batches' mean) when the rows
     carry seeds, else per fixed batch; and the unit's name (what the error bars are over)."""
