@@ -139,7 +139,8 @@ def test_check_prints_a_row_per_quantity_and_exits_1_on_a_failure(capsys):
     for line in ("trace         elbo (D=1)", "vimco         iwae (D=5)", "iwae          refused: iwae needs a "
                  "reparameterised sample at every latent site, and Bits's z has none",
                  "enum          refused: enum needs a discrete latent site to sum out exactly, and Bits has none it "
-                 "can enumerate (z has event dimensions; a plate over them can)"):
+                 "can enumerate (z jointly takes 2^3 values; declare its dimensions independent with a plate to "
+                 "enumerate each alone)"):
         assert line in out
     with pytest.raises(SystemExit) as e:
         main(["check", "--model", f"{ZOO}:WrongHand", "--estimators", "hand,trace", "--draws", "10", "--quiet"])
@@ -151,6 +152,7 @@ def test_check_prints_a_row_per_quantity_and_exits_1_on_a_failure(capsys):
     (f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", []),
     (f"{EXAMPLES / 'mixture_prior.py'}:MixturePriorVAE", ["--model-option", "width=32"]),
     (f"{EXAMPLES / 'linear.py'}:LinearGaussian", ["--dataset", "synthetic-linear", "--binarize", "none"]),
+    ("binary-vae", ["--z-dim", "20", "--model-option", "net=nonlinear"]), ("categorical-vae", []),
 ])
 def test_check_passes_on_the_built_in_models_and_the_examples(model, options, capsys):
     main(["check", "--model", model, *options, "--draws", "10", "--batch", "8", "--quiet"])

@@ -7,6 +7,8 @@ the variance claims of the papers that hold here are asserted (``docs``: the mea
 
 import itertools
 import math
+import runpy
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -19,6 +21,9 @@ from vae_pyro import estimators
 from vae_pyro.estimators import rloo
 from vae_pyro.lab import traces
 from vae_pyro.models.binary_vae import PriorLogits
+
+discrete_variance = runpy.run_path(str(Path(__file__).parents[1] / "experiments" / "discrete_variance.py"))
+chunked = discrete_variance["chunked"]
 
 D, X, N, DRAWS = 6, 8, 16, 500
 
@@ -127,12 +132,6 @@ def test_a_baseline_that_sees_its_own_draw_is_caught(setting, monkeypatch):
     assert abs(z_of(projected(setting, draws(setting, "rloo", iwae_k=2))["guide"], exact["guide"])) > 4
 
 
-def chunked(values: torch.Tensor, statistic, chunks: int = 10) -> tuple[float, float]:
-    """(mean, se) of ``statistic`` over equal chunks of the draws: a standard error that needs no theory."""
-    per_chunk = torch.tensor([statistic(c) for c in values.chunk(chunks)])
-    return per_chunk.mean().item(), (per_chunk.std() / math.sqrt(chunks)).item()
-
-
 def test_gumbel_straight_through_is_biased_less_so_and_noisier_as_the_temperature_falls(setting):
     """The bias as ‖E ĝ − ∇‖² (estimated without its noise: ‖ḡ − ∇‖² − tr Ĉov / S, per chunk of draws) and
     the variance as tr Cov, over φ's parameters, at τ = 2 and τ = 0.25."""
@@ -154,54 +153,10 @@ def test_gumbel_straight_through_is_biased_less_so_and_noisier_as_the_temperatur
     assert cold_v - hot_v > 4 * math.hypot(hot_vse, cold_vse), (hot_v, cold_v)
 
 
-def fitted_binary_vae(steps: int = 60):
-    """The linear binary VAE (200 latents) after ``steps`` DisARM steps on mnist5k (batches of 50 of its 4,000
-    training digits), and a batch of 50 test digits."""
-    from vae_pyro import data as datasets
-    from vae_pyro.lab.evaluate import EVAL_SEED
-    from vae_pyro.models.binary_vae import BinaryVAE
-
-    digits = datasets.load("mnist5k")
-    torch.manual_seed(0)
-    module = BinaryVAE()
-    module.init_from_data(digits.train_x)
-    est, optim = estimators.make("disarm"), torch.optim.Adam(module.parameters(), lr=1e-3)
-    gen = datasets.seeded(EVAL_SEED)
-    for step in range(steps):
-        optim.zero_grad()
-        est.backward(module, datasets.binarise(digits.train_x[50 * step: 50 * (step + 1)], gen))
-        optim.step()
-    return module, datasets.binarise(digits.test_x[:50], datasets.seeded(EVAL_SEED))
-
-
-def guide_variance(module, x, name: str, draws: int = 100, fit_control: int = 100, **options) -> tuple[float, float]:
-    """tr Cov of the encoder's gradient at fixed weights, (mean, se) over 10 chunks of the draws; REBAR's and
-    RELAX's control variates are first fitted at these weights (``fit_control`` steps on them alone)."""
-    pyro.clear_param_store()
-    est = estimators.make(name, **options)
-    torch.manual_seed(3)
-    if est.baseline_net is not None and fit_control:
-        est.backward(module, x)  # materialises a lazy network
-        optim = torch.optim.Adam(est.baseline_net.parameters(), lr=1e-2)
-        for _ in range(fit_control):
-            optim.zero_grad()
-            est.backward(module, x)
-            optim.step()
-    grads = []
-    for _ in range(draws):
-        module.zero_grad(set_to_none=True)
-        est.backward(module, x)
-        grads.append(torch.cat([p.grad.flatten() for p in module.encoder.parameters()]))
-    module.zero_grad(set_to_none=True)
-    return chunked(torch.stack(grads), lambda c: c.var(0).sum())
-
-
 @pytest.fixture(scope="module")
 def variances() -> dict[str, tuple[float, float]]:
-    """tr Cov of the encoder's gradient, two evaluations of f per image or three (REBAR, RELAX: b, σ(z/λ), σ(z̃/λ))."""
-    module, x = fitted_binary_vae()
-    runs = {"arm": {}, "disarm": {}, "rloo": {"iwae_k": 2}, "rebar": {}, "relax": {}}
-    return {name: guide_variance(module, x, name, **options) for name, options in runs.items()}
+    """The docs' table (``experiments/discrete_variance.py``): tr Cov of the encoder's gradient, (mean, se)."""
+    return discrete_variance["variances"]()
 
 
 def below(variances, low: str, high: str) -> float:

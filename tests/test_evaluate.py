@@ -46,3 +46,24 @@ def test_evaluate_run_writes_its_numbers(tmp_path):
     assert larger["test_is_log_likelihood_k40"] > result["test_elbo"]
     fit(Config(**{**TINY, "epochs": 2}), tmp_path / "r", resume=True, progress=False)  # a later epoch: dropped
     assert "test_is_log_likelihood_k20" not in evaluate_run(tmp_path / "r", k=40, device="cpu")
+
+
+def test_active_units_of_binary_and_one_hot_latents():
+    """The discrete analogue: a Bernoulli unit is active when its probability varies over x, a one-hot variable
+    when its class probabilities do; an encoder that ignores x has none."""
+    from vae_pyro.models.binary_vae import BinaryVAE
+    from vae_pyro.models.categorical_vae import CategoricalVAE
+
+    torch.manual_seed(0)
+    x = torch.rand(300, 784).round()
+    binary, categorical = BinaryVAE(z_dim=30), CategoricalVAE(latents=4, classes=3)
+    with torch.no_grad():
+        binary.encoder[0].weight[:10].mul_(30)  # ten units that follow x
+        binary.encoder[0].weight[10:].zero_()  # twenty at their bias
+        for layer in (0, 2, 4):
+            categorical.encoder[layer].weight.mul_(10)
+    assert evaluate.active_units(binary, x) == 10
+    assert evaluate.active_units(categorical, x) == 4
+    with torch.no_grad():
+        categorical.encoder[4].weight.zero_()
+    assert evaluate.active_units(categorical, x) == 0

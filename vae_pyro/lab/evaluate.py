@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vae_pyro.estimators import discrete
 from vae_pyro.estimators.bounds import log_mean_exp
 from vae_pyro.lab import compiling, traces
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
@@ -70,14 +71,24 @@ def is_log_likelihood(module: nn.Module, x: torch.Tensor, y: LABELS = None, k: i
 
 @torch.no_grad()
 def active_units(module: nn.Module, x: torch.Tensor, y: LABELS = None, threshold: float = 0.01) -> int:
-    """Dimensions u of the continuous latent sites with Cov_x(E_q[z_u | x]) > threshold (Burda et al.
-    2016, sec. 5.2), counted over every such site of the guide."""
-    means: dict[str, list[torch.Tensor]] = {}
+    """Units u of the guide's latent sites with Cov_x(E_q[z_u | x]) > threshold (Burda et al. 2016, sec. 5.2),
+    counted over every site that has a mean. A Bernoulli unit's E_q[z_u | x] is its probability; a one-hot
+    variable is one unit, its variance summed over its classes."""
+    variances: dict[str, list[torch.Tensor]] = {}
     for xb, yb in _chunks(x, y, 1000):
         for name, site in traces.latent_sites(module, xb, yb).items():
-            if not site["fn"].support.is_discrete:
-                means.setdefault(name, []).append(site["fn"].mean.reshape(len(xb), -1))
-    return sum(int((torch.cat(m).var(0) > threshold).sum()) for m in means.values())
+            fn, site_kind = site["fn"], discrete.kind(site["fn"])
+            if fn.support.is_discrete and site_kind is None:
+                continue  # an index (a Categorical): no mean to vary
+            variances.setdefault(name, []).append((fn.mean, site_kind))
+    count = 0
+    for chunks in variances.values():
+        site_kind = chunks[0][1]
+        means = torch.cat([m.reshape(len(m), -1, m.shape[-1]) if site_kind == "one-hot" else m.reshape(len(m), -1)
+                           for m, _ in chunks])
+        var = means.var(0)
+        count += int(((var.sum(-1) if site_kind == "one-hot" else var) > threshold).sum())
+    return count
 
 
 @torch.no_grad()
