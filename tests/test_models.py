@@ -26,10 +26,14 @@ def grey(mnist5k):
     return mnist5k.test_x[:8], mnist5k.test_y[:8]
 
 
+DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable"}  # estimators of discrete sites: tests/test_user_models.py,
+CONTINUOUS = [n for n in estimators.NAMES if not estimators.spec(n).needs & DISCRETE_NEEDS]  # tests/test_discrete.py
+
+
 @pytest.mark.parametrize("conv", [False, True])
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("model", ["vae", "cvae"])
-@pytest.mark.parametrize("estimator", [n for n in estimators.NAMES if n != "enum"])  # enum: tests/test_open_lab.py
+@pytest.mark.parametrize("estimator", CONTINUOUS)
 def test_every_model_likelihood_and_estimator_gives_finite_losses_and_gradients(grey, model, likelihood, estimator, conv):
     x, y = grey
     pyro.clear_param_store()  # jit-* compile against the param store: no parameters of an earlier module there
