@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import DISCRETE_NEEDS, TINY
 
 from vae_pyro import estimators
 from vae_pyro.config import Config
@@ -68,10 +68,7 @@ def untrained_test_elbo() -> float:
     return evaluate.metrics(instantiate(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
 
 
-DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable"}  # estimators of discrete sites: the binary VAE's (below);
-# enum's: tests/test_user_models.py
-
-
+# the estimators of discrete sites only: the binary VAE's (below); enum's: tests/test_user_models.py
 @pytest.mark.parametrize("estimator", [n for n in estimators.NAMES if not estimators.spec(n).needs & DISCRETE_NEEDS])
 @pytest.mark.parametrize("samples", [1, 3])
 def test_every_estimator_trains(tmp_path, estimator, samples, untrained_test_elbo):
