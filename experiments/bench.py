@@ -39,6 +39,7 @@ from vae_pyro.lab.evaluate import is_log_likelihood
 from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
 from vae_pyro.lab.trainers import make_trainer
 from vae_pyro.models import hand
+from vae_pyro.models.binary_vae import PIXEL_CLAMP
 
 
 def sync(device: torch.device) -> None:
@@ -152,7 +153,7 @@ class PlainBinaryVAE(torch.nn.Module):
         self.prior = torch.nn.Parameter(torch.zeros(z_dim))
         self.register_buffer("pixel_mean", x.mean(0))
         with torch.no_grad():
-            self.decoder.bias.copy_(torch.logit(self.pixel_mean.clamp(1e-3, 1 - 1e-3)))
+            self.decoder.bias.copy_(torch.logit(self.pixel_mean.clamp(PIXEL_CLAMP, 1 - PIXEL_CLAMP)))
 
 
 def plain_disarm_step(net: PlainBinaryVAE, optim: torch.optim.Optimizer, x: torch.Tensor) -> float:
@@ -227,7 +228,7 @@ def discrete(args: argparse.Namespace, device: torch.device) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=None, help="[128; 50 with --discrete]")
     p.add_argument("--hidden", type=int, default=400)
     p.add_argument("--z-dim", type=int, default=50)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -241,12 +242,12 @@ def main() -> None:
                    "(batch 50 unless --batch is given)")
     p.add_argument("--probe", choices=("train", "eval"), help=argparse.SUPPRESS)  # the memory probes' own processes
     args = p.parse_args()
+    args.batch = args.batch or (50 if args.discrete else 128)
     torch.set_num_threads(args.threads)
     if args.probe:
         return probe_memory(args.probe, args)
     device = resolve_device(args.device)
     if args.discrete:
-        args.batch = 50 if "--batch" not in sys.argv else args.batch
         return discrete(args, device)
 
     base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)

@@ -87,10 +87,12 @@ def table(title: str, folders: list[Path], reference: str | None, steps: int, fi
                      var_cell, f"{row['seconds_per_epoch']:.1f}"])
     print(markdown_table(head, body))
     stem = "discrete-" + folders[0].name
-    figures.curves(curves, figures_dir / f"{stem}-curves.png")
+    drawn = [figures.curves(curves, figures_dir / f"{stem}-curves.png")]
     if any("log_guide_grad_variance" in h[0] for runs in curves.values() for h in runs):
-        figures.grad_variance(curves, figures_dir / f"{stem}-grad-variance.png", steps)
-    print(f"\nfigures: {figures_dir / stem}-curves.png" + (f", {stem}-grad-variance.png" if reference else ""))
+        drawn.append(figures.grad_variance(curves, figures_dir / f"{stem}-grad-variance.png", steps))
+    if "nvil" in curves:
+        print("\n(nvil's gradient is measured as it trains: divided by max(1, √v), its running normalisation)")
+    print(f"\nfigures: {', '.join(map(str, drawn))}")
 
 
 def main() -> None:

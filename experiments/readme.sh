@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Re-make every number and figure in README.md (about 4 hours on 2 CPU cores: the speed bench and the
-# Fashion-MNIST tables, about 2 hours of it, included).
+# Re-make every number and figure in README.md (about 6.5 hours on 2 CPU cores: the speed bench, the
+# Fashion-MNIST tables, about 2 hours, and the discrete-latent benchmark, about 2.5, included).
 #   bash experiments/readme.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,9 +49,15 @@ bash experiments/examples.sh
 
 # Speed (full Fashion-MNIST from Debian's dataset-fashion-mnist package, or the torchvision download).
 python experiments/bench.py
+python experiments/bench.py --discrete
 python experiments/pyro_example_loop.py
 
 # Full scale: the Fashion-MNIST tables and learning curves (resumable; about 2 hours on 2 cores).
 bash experiments/score_baselines.sh
 bash experiments/fashion.sh
 python experiments/fashion_tables.py runs/fashion
+
+# Discrete latents: the variance at fixed weights, and the benchmark (resumable; about 2.5 hours on 2 cores).
+python experiments/discrete_variance.py
+bash experiments/discrete.sh
+python experiments/discrete_tables.py runs/discrete

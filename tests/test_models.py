@@ -5,7 +5,7 @@ import math
 import pyro
 import pytest
 import torch
-from conftest import TINY
+from conftest import DISCRETE_NEEDS, TINY
 from pyro import poutine
 from torch.distributions import ContinuousBernoulli
 
@@ -26,8 +26,8 @@ def grey(mnist5k):
     return mnist5k.test_x[:8], mnist5k.test_y[:8]
 
 
-DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable"}  # estimators of discrete sites: tests/test_user_models.py,
-CONTINUOUS = [n for n in estimators.NAMES if not estimators.spec(n).needs & DISCRETE_NEEDS]  # tests/test_discrete.py
+# the estimators of discrete sites only: tests/test_user_models.py (enum), tests/test_discrete.py
+CONTINUOUS = [n for n in estimators.NAMES if not estimators.spec(n).needs & DISCRETE_NEEDS]
 
 
 @pytest.mark.parametrize("conv", [False, True])

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import DISCRETE_NEEDS, TINY
 
 from vae_pyro import estimators
 from vae_pyro.config import Config
@@ -53,6 +53,19 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("loop", ["fast", "svi"])
+@pytest.mark.parametrize("estimator", ["nvil", "relax"])  # running averages; a network sized at its first call
+def test_a_resumed_discrete_run_equals_an_uninterrupted_one(tmp_path, estimator, loop):
+    options = {"estimator": estimator, "loop": loop, **{**BINARY, "z_dim": 8, "batch_size": 256}}
+    whole = fit(Config(**{**options, "epochs": 2}), tmp_path / "whole", progress=False)
+    fit(Config(**options), tmp_path / "parts", progress=False)
+    resumed = fit(Config(**{**options, "epochs": 2}), tmp_path / "parts", resume=True, progress=False)
+    assert without_seconds(resumed.history) == without_seconds(whole.history)
+    assert whole.estimator_state["baseline_net"].keys() == resumed.estimator_state["baseline_net"].keys()
+    assert all(torch.equal(whole.estimator_state["baseline_net"][k], resumed.estimator_state["baseline_net"][k])
+               for k in whole.estimator_state["baseline_net"])
+
+
 def test_same_initial_weights_whatever_the_estimator():
     first = instantiate(Config(estimator="trace", seed=3), 784, torch.device("cpu")).state_dict()
     for name in estimators.NAMES:
@@ -68,10 +81,7 @@ def untrained_test_elbo() -> float:
     return evaluate.metrics(instantiate(cfg, 784, torch.device("cpu")), load_data(cfg, torch.device("cpu")).test_x)["elbo"]
 
 
-DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable"}  # estimators of discrete sites: the binary VAE's (below);
-# enum's: tests/test_user_models.py
-
-
+# the estimators of discrete sites only: the binary VAE's (below); enum's: tests/test_user_models.py
 @pytest.mark.parametrize("estimator", [n for n in estimators.NAMES if not estimators.spec(n).needs & DISCRETE_NEEDS])
 @pytest.mark.parametrize("samples", [1, 3])
 def test_every_estimator_trains(tmp_path, estimator, samples, untrained_test_elbo):

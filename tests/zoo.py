@@ -386,7 +386,7 @@ class OneHotCategory(Zoo):
 
 class LayeredBits(Bits):
     """Two layers of binary latents, the second's guide logits depending on the first's draw (a sigmoid
-    belief net's guide): ARM, DisARM, REBAR and RELAX's stacked points cannot be formed, and say so."""
+    belief net's guide): ARM, DisARM, REBAR and RELAX's stacked points cannot be formed, and are refused."""
 
     def model(self, x, y=None):
         pyro.module("decoder", self.decoder)

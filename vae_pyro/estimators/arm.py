@@ -12,8 +12,11 @@ mean zero and is left out) and θ through the pair's mean of log p_θ(x, z). ``-
 2L draws per image.
 """
 
+from collections.abc import Callable
+
 import torch
 
+from vae_pyro.errors import VaeError
 from vae_pyro.estimators.discrete import AtPoints, per_logit
 from vae_pyro.estimators.particles import ParticleBound
 from vae_pyro.estimators.spec import EstimatorSpec, expects
@@ -25,7 +28,8 @@ def antithetic(u: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def arm_gradient(f: torch.Tensor, f_tilde: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """(f(b̃) − f(b)) (u − ½), per logit; f, f̃ already broadcast to the logits' shape (``per_logit``)."""
+    """(f(b̃) − f(b)) (u − ½), per logit; f, f̃ already broadcast to the logits' shape (``per_logit``); α is
+    unused (the signature DisARM's shares)."""
     return (f_tilde - f) * (u - 0.5)
 
 
@@ -40,7 +44,7 @@ class AugmentReinforceMerge(ParticleBound):
     :param disarm: DisARM's gradient, else ARM's."""
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, disarm: bool = True, **kwargs):
-        self.pairs, self.gradient = num_particles, disarm_gradient if disarm else arm_gradient
+        self.gradient = disarm_gradient if disarm else arm_gradient
         self.name = "disarm" if disarm else "arm"
         super().__init__(num_particles=2 * num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
 
@@ -49,7 +53,7 @@ class AugmentReinforceMerge(ParticleBound):
 
         def pair(name, site_kind, alpha):
             if site_kind != "bernoulli":
-                raise ValueError(f"{self.name} needs Bernoulli sites")  # refused before, by the record's needs
+                raise VaeError(f"{self.name} needs Bernoulli sites, and {name!r} is one-hot")  # the record refuses it
             uniforms[name] = u = torch.rand_like(alpha)
             return torch.cat(antithetic(u, alpha.detach())), None
 
@@ -62,7 +66,7 @@ class AugmentReinforceMerge(ParticleBound):
         return surrogate + log_w.mean(0).sum(), log_w.detach().mean(0).sum()
 
 
-def _build(disarm: bool):
+def _build(disarm: bool) -> Callable[..., AugmentReinforceMerge]:
     return lambda **kwargs: AugmentReinforceMerge(disarm=disarm, **kwargs)
 
 

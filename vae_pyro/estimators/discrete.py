@@ -9,6 +9,7 @@ hierarchy of discrete layers) is refused, not silently mis-estimated.
 
 from collections.abc import Callable
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution
@@ -21,25 +22,28 @@ from vae_pyro.errors import VaeError
 KINDS = {"bernoulli": Bernoulli, "one-hot": OneHotCategorical}
 
 
-def base(fn) -> torch.distributions.Distribution:
+Distribution = torch.distributions.Distribution
+
+
+def base(fn: Distribution) -> Distribution:
     """The distribution under Independent / expand wrappers."""
     while isinstance(fn, Independent | ExpandedDistribution):
         fn = fn.base_dist
     return fn
 
 
-def kind(fn) -> str | None:
+def kind(fn: Distribution) -> str | None:
     """"bernoulli", "one-hot", or None for any other site."""
     inner = base(fn)
     return next((name for name, cls in KINDS.items() if isinstance(inner, cls)), None)
 
 
-def logits(fn) -> torch.Tensor:
+def logits(fn: Distribution) -> torch.Tensor:
     """A Bernoulli or one-hot site's logits, broadcast to the site's full shape (batch + event)."""
     return base(fn).logits.expand(fn.batch_shape + fn.event_shape)
 
 
-def rewrap(fn, inner: torch.distributions.Distribution):
+def rewrap(fn: Distribution, inner: Distribution) -> Distribution:
     """``inner`` with ``fn``'s event dimensions: the site's distribution with new logits."""
     event = len(fn.event_shape) - len(inner.event_shape)
     return inner.to_event(event) if event else inner
@@ -76,6 +80,38 @@ class AtPoints(Messenger):
             msg["fn"] = rewrap(msg["fn"], fn)
         msg["done"] = True
         self.logits[msg["name"]] = alpha
+
+
+class _DrawsAsLeaves(Messenger):
+    """Guide handler: each real-valued latent draw continues as a leaf that requires a gradient, and each
+    Bernoulli or one-hot site whose logits have a gradient in an earlier draw is recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.draws: list[torch.Tensor] = []
+        self.dependent: list[str] = []
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        if kind(msg["fn"]) is not None and self.draws and logits(msg["fn"]).requires_grad:
+            grads = torch.autograd.grad(logits(msg["fn"]).sum(), self.draws, allow_unused=True, retain_graph=True)
+            if any(g is not None for g in grads):
+                self.dependent.append(msg["name"])
+        if msg["value"].is_floating_point():
+            msg["value"] = msg["value"].detach().requires_grad_()
+            self.draws.append(msg["value"])
+
+
+def depending_on_draws(guide: Callable, *args, **kwargs) -> list[str]:
+    """The guide's Bernoulli and one-hot sites whose logits depend on an earlier latent draw (a hierarchy of
+    discrete layers), found from the gradient's graph in one run on a fresh param store, the caller's
+    RNG stream left as it was."""
+    device = args[0].device if args and isinstance(args[0], torch.Tensor) else torch.device("cpu")
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            pyro.get_param_store().scope(), _DrawsAsLeaves() as leaves:
+        guide(*args, **kwargs)
+    return leaves.dependent
 
 
 def bernoulli(logits: torch.Tensor) -> dist.Bernoulli:

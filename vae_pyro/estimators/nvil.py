@@ -6,7 +6,8 @@ learned, input-dependent baseline and a running normalisation of the learning si
 f(z) = log p_θ(x, z) − log q_φ(z | x), z ~ q_φ(z | x) without a path; c and v are running averages
 (decay 0.8) of the mean and variance of f − b_ψ(x), and b_ψ (one tanh layer of 100) is trained to
 minimise E ℓ². The baselines keep the gradient unbiased; the normalisation divides φ's gradient by
-max(1, √v), a step size that adapts: in direction, not in length, it is the ELBO's gradient.
+max(1, √v), a step size that adapts: in direction, not in length, it is the ELBO's gradient. Under
+torchrun, c and v follow rank 0's draws (DistributedDataParallel broadcasts the buffers each step).
 """
 
 import pyro
@@ -43,7 +44,7 @@ class NVIL(ParticleBound):
     """:param num_particles: L draws per data point, each with the baseline b_ψ(x).
     :param network: the ``Baseline`` (trained beside the module)."""
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, network: Baseline | None = None, **kwargs):
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, *, network: Baseline, **kwargs):
         self.network = network
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
 

@@ -75,7 +75,8 @@ class ParticleBound(ELBO):
         return sum(per_image(s["log_prob"], self.num_particles, n, self.max_plate_nesting)
                    for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s))
 
-    def log_weights(self, model, guide, args, kwargs, detach_q: bool = False, handler=None):
+    def log_weights(self, model, guide, args, kwargs, detach_q: bool = False, handler: Messenger | None = None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """(log w: (draws, N), the drawn latents without gradient, N); with ``detach_q`` log q is taken
         with the guide's parameters held fixed (z keeps its path); ``handler`` wraps the guide outside the
         particle plate (so it sees each site broadcast over the draws). Leaves ``self.score_log_q``: log q

@@ -114,7 +114,8 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "an enumerable discrete site",
-         "bernoulli": "Bernoulli latent sites only", "relaxable": "Bernoulli or one-hot categorical latent sites only",
+         "bernoulli": "Bernoulli latent sites only, their logits of x alone",
+         "relaxable": "Bernoulli or one-hot categorical latent sites only",
          "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
 for _spec in SPECS.values():  # a typo in a record would silently disable its refusal or its check
     assert _spec.needs <= set(NEEDS), f"{_spec.name} needs unknown site kinds {_spec.needs - set(NEEDS)}"
@@ -136,7 +137,7 @@ def _joint_support(fn) -> str:
     return f"{values}^{copies}"
 
 
-def _unmet(need: str, module, latent: dict, model_trace) -> str | None:
+def _unmet(need: str, module, latent: dict, guide_trace, model_trace) -> str | None:
     """Why ``module``'s traces do not meet ``need``, or None."""
     model = type(module).__name__
     if need == "rsample" and _discrete(latent):
@@ -151,7 +152,15 @@ def _unmet(need: str, module, latent: dict, model_trace) -> str | None:
         other = [f"{n} ({type(discrete.base(s['fn'])).__name__})" for n, s in latent.items()
                  if discrete.kind(s["fn"]) not in kinds]
         if other or not latent:
-            return f"{NEEDS[need]}, and {model}'s {', '.join(other) or 'guide'} {'is' if len(other) == 1 else 'are'} not"
+            what = "Bernoulli latent sites only" if need == "bernoulli" else NEEDS[need]
+            return f"{what}, and {model}'s {', '.join(other) or 'guide'} {'is' if len(other) == 1 else 'are'} not"
+        inputs = guide_trace.nodes["_INPUT"]
+        dependent = discrete.depending_on_draws(module.guide, *inputs["args"], **inputs["kwargs"]) \
+            if need == "bernoulli" else []
+        if dependent:
+            return (f"Bernoulli sites whose logits depend on x alone, and {model}'s {', '.join(dependent)} "
+                    f"depend{'s' if len(dependent) == 1 else ''} on another latent draw (a hierarchy of discrete "
+                    "layers)")
     if need == "hand_loss" and not callable(getattr(module, "hand_loss", None)):
         return f"the model's own hand_loss(x, y=None, particles=1, eps=None), and {model} has none"
     if need == "model_order":
@@ -167,7 +176,7 @@ def refusal(name: str, module, guide_trace, model_trace) -> str | None:
     on it), or None."""
     latent = {n: s for n, s in guide_trace.nodes.items() if is_latent(s)}
     for need in sorted(spec(name).needs):
-        why = _unmet(need, module, latent, model_trace)
+        why = _unmet(need, module, latent, guide_trace, model_trace)
         if why:
             return f"{name} needs {why}"
     return None

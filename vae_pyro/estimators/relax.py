@@ -20,6 +20,7 @@ import pyro
 import torch
 from torch import nn
 
+from vae_pyro.errors import VaeError
 from vae_pyro.estimators.discrete import AtPoints, bernoulli, per_logit
 from vae_pyro.estimators.particles import ParticleBound
 from vae_pyro.estimators.spec import EstimatorSpec, expects
@@ -45,6 +46,7 @@ class ControlVariate(nn.Module):
 
 
 def logit(u: torch.Tensor) -> torch.Tensor:
+    """log u − log(1 − u)."""
     return torch.log(u) - torch.log1p(-u)
 
 
@@ -52,8 +54,7 @@ class RELAX(ParticleBound):
     """:param num_particles: L draws per data point (3L evaluations of f).
     :param network: the ``ControlVariate`` (trained beside the module)."""
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, network: ControlVariate | None = None,
-                 **kwargs):
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, *, network: ControlVariate, **kwargs):
         self.draws, self.control = num_particles, network
         self.name = "rebar" if network.r is None else "relax"
         super().__init__(num_particles=3 * num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
@@ -64,7 +65,7 @@ class RELAX(ParticleBound):
 
         def points(name, site_kind, alpha):
             if site_kind != "bernoulli":
-                raise ValueError(f"{self.name} needs Bernoulli sites")  # refused before, by the record's needs
+                raise VaeError(f"{self.name} needs Bernoulli sites, and {name!r} is one-hot")  # the record refuses it
             tiny, eps = torch.finfo(alpha.dtype).tiny, torch.finfo(alpha.dtype).eps
             u, v = (torch.rand_like(alpha).clamp(tiny, 1 - eps) for _ in range(2))
             z = alpha + logit(u)

@@ -20,8 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
-from vae_pyro.lab.trainers import load_optimizer
-from vae_pyro.models import contract
+from vae_pyro.lab.trainers import load_optimizer, param_groups
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,7 @@ class DDPTrainer:
         pyro.clear_param_store()
         self.estimator, self.world = estimator, world
         self.ddp = wrap(estimator, vae, world, device)
-        groups = contract.lr_groups(vae, lr)
-        if estimator.baseline_net is not None:
-            groups.append({"params": list(estimator.baseline_net.parameters()), "lr": lr})
-        self.optim = torch.optim.Adam(groups, lr=lr, foreach=True)
+        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, foreach=True)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> float:
         """One synchronised step; returns this rank's loss (a sum over its images)."""

@@ -3,6 +3,7 @@ estimator; and a run folder read back into those objects (``restore_run``, the o
 
 from dataclasses import dataclass
 
+import pyro
 import torch
 from torch import nn
 
@@ -85,7 +86,14 @@ def make_estimator(cfg: Config, module: nn.Module, x: torch.Tensor, y: torch.Ten
     x, y = x[:1], None if y is None else y[:1]
     with traces.seeded_rng(cfg.seed, x.device):
         nesting = traces.plate_nesting(module, x, y)
-    return estimators.make(cfg.estimator, nesting, x.shape[1], **cfg.estimator_options())
+    estimator = estimators.make(cfg.estimator, nesting, x.shape[1], **cfg.estimator_options())
+    net = estimator.baseline_net
+    if net is not None and any(isinstance(p, nn.parameter.UninitializedParameter) for p in net.parameters()):
+        # a network sized at its first call (RELAX's r): sized here, from cfg.seed, before an optimizer, a
+        # checkpoint or DistributedDataParallel sees it
+        with traces.seeded_rng(cfg.seed, x.device), pyro.get_param_store().scope():
+            estimator.loss(module, x, y)
+    return estimator
 
 
 @dataclass

@@ -21,9 +21,10 @@ class SVITrainer:
         self.estimator = estimator
         scale = getattr(vae, "lr_scale", {})
         contract.lr_groups(vae, lr)  # refuses an lr_scale that names no submodule
-        # Pyro names a module's parameters "module$$$path": the submodule is the part before "$$$"
-        self.lr_of = lambda name: lr * scale.get(name.split("$$$")[0], 1.0)
-        self.optim = pyro.optim.Adam(lambda name, _: {"lr": self.lr_of(name)})
+        # Pyro names a module's parameters "module$$$path" ("module.path" as optim_args gets it): the
+        # submodule is the first part, when pyro.module registers it under its attribute's name
+        self.lr_of = lambda name: lr * scale.get(name.replace("$$$", ".").split(".")[0], 1.0)
+        self.optim = pyro.optim.Adam(lambda name: {"lr": self.lr_of(name)})
         self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -50,10 +51,7 @@ class TorchTrainer:
     def __init__(self, estimator: estimators.Estimator, vae, lr: float):
         pyro.clear_param_store()
         self.estimator, self.vae = estimator, vae
-        groups = contract.lr_groups(vae, lr)
-        if estimator.baseline_net is not None:
-            groups.append({"params": list(estimator.baseline_net.parameters()), "lr": lr})
-        self.optim = torch.optim.Adam(groups, lr=lr, foreach=True)
+        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, foreach=True)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
@@ -69,6 +67,19 @@ class TorchTrainer:
         """The saved moments and steps, at this trainer's learning rate (a resume may change it)."""
         load_optimizer(self.optim, state["optim"])
         self.estimator.load_state_dict(state["estimator"])
+
+
+def param_groups(estimator: estimators.Estimator, vae, lr: float) -> list[dict]:
+    """The optimizer's groups: the module's (``contract.lr_groups``: at lr, and any ``lr_scale``d submodule at
+    its rate), with the network an estimator trains beside it in the group at lr (one group in all, as
+    before models had an lr_scale, so the checkpoints of those runs still load)."""
+    groups = contract.lr_groups(vae, lr)
+    if estimator.baseline_net is not None:
+        plain = next((g for g in groups if g["lr"] == lr), None)
+        if plain is None:
+            groups.append(plain := {"params": [], "lr": lr})
+        plain["params"] = plain["params"] + list(estimator.baseline_net.parameters())
+    return groups
 
 
 def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
