@@ -116,7 +116,7 @@ def z_of(values: torch.Tensor, exact: float) -> float:
 
 
 UNBIASED = [("rloo", {"iwae_k": 2}), ("rloo", {"iwae_k": 5}), ("arm", {}), ("disarm", {}), ("disarm", {"particles": 3}),
-            ("rebar", {}), ("relax", {}), ("nvil", {}), ("score", {})]
+            ("rebar", {}), ("relax", {}), ("nvil", {})]  # score (Pyro's): the conformance suite, on zoo.Bits
 
 
 @pytest.mark.parametrize("name,options", UNBIASED, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in UNBIASED])
@@ -125,8 +125,8 @@ def test_expected_gradient_equals_the_enumerated_one(setting, name, options):
     got = projected(setting, draws(setting, name, **options))
     for group in ("guide", "model"):
         assert abs(z_of(got[group], exact[group])) < 4, (group, z_of(got[group], exact[group]))
-        # the power to see an estimator of the wrong sign (2|∇| from the truth) or of none at all
-        assert abs(exact[group]) > 2 * 4 * got[group].std().item() / math.sqrt(len(got[group])), group
+        # the power to see an estimator of none at all (|∇| from the truth) or of the wrong sign (2|∇|) at 4 se
+        assert abs(exact[group]) > 4 * got[group].std().item() / math.sqrt(len(got[group])), group
 
 
 def test_a_baseline_that_sees_its_own_draw_is_caught(setting, monkeypatch):
@@ -139,8 +139,10 @@ def test_a_baseline_that_sees_its_own_draw_is_caught(setting, monkeypatch):
 
 def test_disarm_with_the_wrong_sign_is_caught(setting, monkeypatch):
     """Negative control: DisARM with (−1)^b in place of (−1)^b̃ points the wrong way; the comparison must fail."""
+    original = arm.disarm_gradient
+
     def flipped(f, f_tilde, u, alpha):
-        return -arm.disarm_gradient(f, f_tilde, u, alpha)
+        return -original(f, f_tilde, u, alpha)
 
     monkeypatch.setattr(arm, "disarm_gradient", flipped)
     exact = setting[-1]
