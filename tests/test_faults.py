@@ -69,7 +69,7 @@ def kill_and_resume(point: tuple[str, int], out, reference) -> None:
     survived("kill points survived")
 
 
-@pytest.mark.parametrize("point", kill_points(3, seed=0))
+@pytest.mark.parametrize("point", kill_points(2, seed=0))  # one mid-epoch, one mid-checkpoint; -m slow: 20
 def test_a_killed_run_resumes_to_the_same_bits(tmp_path, reference, point):
     kill_and_resume(point, tmp_path / "run", reference)
 
@@ -101,7 +101,8 @@ def test_a_killed_comparison_resumes_without_retraining_what_finished(tmp_path):
     survived("kill points survived")
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),  # as SIGTERM
+                                          (signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, signum, code):
     args = ["train", "--batch-size", "32", "--epochs", "3", "--quiet"]  # ~0.4 s per epoch: the signal lands mid-run
     assert cli(*args, "--out", str(tmp_path / "whole")).returncode == 0

@@ -212,6 +212,7 @@ def test_vimco_has_the_expected_gradient_of_the_unbaselined_score_function_and_l
     torch.testing.assert_close(vimco["model"].mean(), plain["model"].mean(), rtol=0.2, atol=1.0)
 
 
+@pytest.mark.slow  # a minute: the trend over K, on real digits
 def test_guide_snr_against_k_on_real_digits(mnist5k):
     """Rainforth et al. 2018 on real digits at initialisation: IWAE's guide SNR falls as K goes 1 → 5 → 50
     and its model SNR rises. Tucker et al. 2018's remedy: iwae-dreg's guide SNR is above IWAE's at every K
