@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyro
@@ -144,6 +145,34 @@ def peak_memory_mib(kind: str) -> tuple[float, float]:
     return loaded, peak
 
 
+def alternated(steppers: dict[str, Callable[[torch.Tensor], float]], batches: list[torch.Tensor], blocks: int,
+               device: torch.device) -> dict[str, list[float]]:
+    """ms per step of each variant, one value per block of ``batches``, the variants' order rotated each block.
+
+    Pyro's param store is global: each variant owns it while it steps (a fresh one per switch would re-trace
+    the jit-* estimators, so each keeps its own store and swaps it in). Five warm-up steps first: first-call
+    costs, jit and torch.compile compilation."""
+    stores = {}
+    for label, step in steppers.items():
+        pyro.clear_param_store()
+        for b in batches[:5]:
+            step(b)
+        stores[label] = pyro.get_param_store().get_state()
+    times: dict[str, list[float]] = {label: [] for label in steppers}
+    labels = list(steppers)
+    for block in range(blocks):
+        for label in labels[block % len(labels):] + labels[: block % len(labels)]:
+            pyro.get_param_store().set_state(stores[label])
+            sync(device)
+            start = time.perf_counter()
+            for b in batches:
+                steppers[label](b)
+            sync(device)
+            times[label].append(1000 * (time.perf_counter() - start) / len(batches))
+            stores[label] = pyro.get_param_store().get_state()
+    return times
+
+
 class PlainBinaryVAE(torch.nn.Module):
     """The linear binary VAE (``vae_pyro.models.binary_vae``) without Pyro, for the plain DisARM step."""
 
@@ -189,7 +218,7 @@ def discrete(args: argparse.Namespace, device: torch.device) -> None:
     torch.manual_seed(0)
     plain = PlainBinaryVAE(ds.train_x.to(device)).to(device)
     plain_optim = torch.optim.Adam(plain.parameters(), lr=1e-4)
-    steppers, stores = {"plain PyTorch disarm": lambda b: plain_disarm_step(plain, plain_optim, b)}, {}
+    steppers = {"plain PyTorch disarm": lambda b: plain_disarm_step(plain, plain_optim, b)}
     for name in DISCRETE:
         cfg = Config(dataset=args.dataset, model="binary-vae", estimator=name, batch_size=args.batch, lr=1e-4,
                      **TWO_DRAWS.get(name, {}))
@@ -197,23 +226,7 @@ def discrete(args: argparse.Namespace, device: torch.device) -> None:
         vae.init_from_data(ds.train_x.to(device))
         trainer = make_trainer(make_estimator(cfg, vae, ds.train_x.to(device)), vae, cfg.lr)
         steppers[name] = trainer.step
-    for label, step in steppers.items():
-        pyro.clear_param_store()
-        for b in batches[:5]:
-            step(b)
-        stores[label] = pyro.get_param_store().get_state()
-    times = {label: [] for label in steppers}
-    labels = list(steppers)
-    for block in range(args.blocks):
-        for label in labels[block % len(labels):] + labels[: block % len(labels)]:
-            pyro.get_param_store().set_state(stores[label])
-            sync(device)
-            start = time.perf_counter()
-            for b in batches:
-                steppers[label](b)
-            sync(device)
-            times[label].append(1000 * (time.perf_counter() - start) / len(batches))
-            stores[label] = pyro.get_param_store().get_state()
+    times = alternated(steppers, batches, args.blocks, device)
     plain_ms = statistics.median(times["plain PyTorch disarm"])
     print(f"{args.dataset}, linear binary VAE 784-200-784 (200 Bernoulli latents), batch {args.batch}, {device}, "
           f"{args.threads} threads, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
@@ -275,27 +288,7 @@ def main() -> None:
                 for n in dict.fromkeys(n for n, _, _ in variants.values())}  # once per estimator: same shapes
     floor = {label: floor_of[n] for label, (n, _, _) in variants.items()}
 
-    # Pyro's param store is global: each trainer owns it while it steps (a fresh one per switch
-    # would re-trace the jit-* estimators, so each keeps its own store and swaps it in).
-    stores = {}
-    for label, (trainer, _) in trainers.items():
-        pyro.clear_param_store()
-        for b in batches[:5]:  # warm-up: first-call costs, jit and torch.compile compilation
-            trainer.step(b)
-        stores[label] = pyro.get_param_store().get_state()
-    times = {label: [] for label in trainers}
-    labels = list(trainers)
-    for block in range(args.blocks):
-        for label in labels[block % len(labels):] + labels[: block % len(labels)]:
-            trainer, _ = trainers[label]
-            pyro.get_param_store().set_state(stores[label])
-            sync(device)
-            start = time.perf_counter()
-            for b in batches:
-                trainer.step(b)
-            sync(device)
-            times[label].append(1000 * (time.perf_counter() - start) / len(batches))
-            stores[label] = pyro.get_param_store().get_state()
+    times = alternated({label: trainer.step for label, (trainer, _) in trainers.items()}, batches, args.blocks, device)
 
     hand = statistics.median(times["hand loop"])
     print(f"{args.dataset}, MLP 784-{args.hidden}-{args.z_dim}-{args.hidden}-784, batch {args.batch}, "
