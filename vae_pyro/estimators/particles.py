@@ -52,7 +52,12 @@ class ParticleBound(ELBO):
     """:param num_particles: draws per data point, vectorised under one particle plate.
     :param max_plate_nesting: plates the model nests; the data plate must be at dim -1."""
 
+    min_particles = 1  # the draws per data point the estimator needs (2: a leave-one-out baseline, normalised weights)
+
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **kwargs):
+        if num_particles < self.min_particles:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_particles} draws per data point, "
+                             f"got {num_particles}")
         kwargs["vectorize_particles"] = True  # the particles are always a vectorised plate here
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
 

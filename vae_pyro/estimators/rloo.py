@@ -23,10 +23,7 @@ def leave_one_out_signal(f: torch.Tensor) -> torch.Tensor:
 class LeaveOneOut(ParticleBound):
     """:param num_particles: K ≥ 2 draws per data point."""
 
-    def __init__(self, num_particles: int = 2, max_plate_nesting: int = 1, **kwargs):
-        if num_particles < 2:
-            raise ValueError("the leave-one-out baseline needs K >= 2 draws")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
+    min_particles = 2
 
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_q, score, n = self.score_draws(guide, args, kwargs)

@@ -29,10 +29,7 @@ class ReweightedWakeSleep(ParticleBound):
     :param max_plate_nesting: plates the model nests; the data plate must be at dim -1.
     """
 
-    def __init__(self, num_particles: int = 2, max_plate_nesting: int = 1, **kwargs):
-        if num_particles < 2:
-            raise ValueError("reweighted wake-sleep's self-normalised weights need K >= 2 draws")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
+    min_particles = 2  # self-normalised weights
 
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         z, n = self.draw(guide, args, kwargs)

@@ -28,12 +28,9 @@ def leave_one_out(log_w: torch.Tensor) -> torch.Tensor:
 
 
 class VIMCO(ParticleBound):
-    """:param num_particles: K ≥ 2 draws per data point."""
+    """:param num_particles: K ≥ 2 draws per data point (leave-one-out baselines)."""
 
-    def __init__(self, num_particles: int = 2, max_plate_nesting: int = 1, **kwargs):
-        if num_particles < 2:
-            raise ValueError("VIMCO's leave-one-out baselines need K >= 2 draws")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
+    min_particles = 2
 
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         log_w, _, _ = self.log_weights(model, guide, args, kwargs)
