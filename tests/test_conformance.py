@@ -29,7 +29,7 @@ def build(cls):
     return cls(x_dim=6)
 
 
-BERNOULLI_ONLY, RELAXABLE_ONLY = {"arm", "disarm", "rebar", "relax"}, {"gumbel-st"}
+BERNOULLI_ONLY, RELAXABLE_ONLY = {"arm", "disarm", "iwae-disarm", "rebar", "relax"}, {"gumbel-st"}
 
 
 def refusals(cls) -> set[str]:

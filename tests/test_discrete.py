@@ -1,6 +1,7 @@
 """The discrete-latent estimators where exact gradients exist: on a model with d = 6 binary latents all
-2^6 values are enumerated, so the ELBO and its gradient are known exactly. Every unbiased estimator's
-mean gradient (guide and model, projected on a fixed direction) lies within 4 standard errors of it;
+2^6 values (and all 64^K tuples of K draws) are enumerated, so the ELBO, the IWAE bound and their
+gradients are known exactly. Every unbiased estimator's mean gradient (guide and model, projected on
+a fixed direction) lies within 4 standard errors of its bound's;
 a leave-one-out baseline that includes its own draw (a silent bias) does not; gumbel-st's bias is
 shown, and falls with its temperature while its variance rises. At fixed weights on the binary VAE,
 the variance claims of the papers that hold here are asserted (``docs``: the measured table)."""
@@ -50,22 +51,43 @@ class TinyBits(nn.Module):
             pyro.sample("z", dist.Bernoulli(logits=self.encoder(x)).to_event(1))
 
 
-def exact_elbo(module: TinyBits, x: torch.Tensor) -> torch.Tensor:
-    """Σ_i Σ_z q(z | x_i) (log p(x_i, z) − log q(z | x_i)), every z ∈ {0, 1}^6 enumerated."""
-    total = x.new_zeros(())
+def enumerated(module: TinyBits, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log q(z | x_i), log p(x_i, z)) at every z ∈ {0, 1}^6: (2^6, N) each, differentiable."""
+    log_q, log_p = [], []
     for bits in itertools.product([0.0, 1.0], repeat=D):
         z = {"z": torch.tensor(bits, dtype=x.dtype).expand(len(x), D)}
         guide = poutine.trace(poutine.condition(module.guide, z)).get_trace(x)
         model = poutine.trace(poutine.condition(module.model, z)).get_trace(x)
-        log_q = guide.nodes["z"]["fn"].log_prob(z["z"])
-        log_p = model.nodes["z"]["fn"].log_prob(z["z"]) + model.nodes["x"]["fn"].log_prob(x)
-        total = total + (log_q.exp() * (log_p - log_q)).sum()
-    return total
+        log_q.append(guide.nodes["z"]["fn"].log_prob(z["z"]))
+        log_p.append(model.nodes["z"]["fn"].log_prob(z["z"]) + model.nodes["x"]["fn"].log_prob(x))
+    return torch.stack(log_q), torch.stack(log_p)
+
+
+def exact_bound(module: TinyBits, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Σ_i E_{z_1..z_k ~ q(· | x_i)} log (1/k) Σ_j w(z_j), every (z_1, ..., z_k) enumerated: the ELBO at k = 1,
+    the IWAE bound of k draws above."""
+    log_q, log_p = enumerated(module, x)
+    log_w, joint_q = log_p - log_q, log_q
+    values = 2 ** D
+    for _ in range(k - 1):  # one more draw: the grid of (earlier draws, this draw), flattened
+        log_w = torch.logaddexp(log_w.unsqueeze(1), (log_p - log_q).unsqueeze(0)).reshape(-1, len(x))
+        joint_q = (joint_q.unsqueeze(1) + log_q.unsqueeze(0)).reshape(-1, len(x))
+    assert joint_q.shape[0] == values**k
+    return (joint_q.exp() * (log_w - math.log(k))).sum()
+
+
+def exact_gradient(module: TinyBits, x: torch.Tensor, groups: dict, k: int = 1) -> dict[str, torch.Tensor]:
+    """The exact gradient of −(the bound of k draws) per group, flattened."""
+    module.zero_grad()
+    (-exact_bound(module, x, k)).backward()
+    exact = {g: torch.cat([p.grad.flatten() for p in ps]) for g, ps in groups.items()}
+    module.zero_grad(set_to_none=True)
+    return exact
 
 
 @pytest.fixture(scope="module")
 def setting():
-    """(module, batch, projection directions, the exact projected gradient of −ELBO per group)."""
+    """(module, batch, parameter groups, projection directions, the exact projected gradient of −ELBO per group)."""
     with torch.random.fork_rng():  # the session's RNG stream is left as it was
         torch.manual_seed(0)
         module = TinyBits().double()
@@ -77,11 +99,9 @@ def setting():
     groups = traces.parameter_groups(module, x)
     gen = torch.Generator().manual_seed(1)
     direction = {g: [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in ps] for g, ps in groups.items()}
-    module.zero_grad()
-    (-exact_elbo(module, x)).backward()
-    exact = {g: sum((p.grad * u).sum() for p, u in zip(ps, direction[g])).item() for g, ps in groups.items()}
-    module.zero_grad(set_to_none=True)
-    return module, x, groups, direction, exact
+    exact = exact_gradient(module, x, groups)
+    flat = {g: torch.cat([u.flatten() for u in direction[g]]) for g in groups}
+    return module, x, groups, direction, {g: (exact[g] @ flat[g]).item() for g in groups}
 
 
 def draws(setting, name: str, draws: int = DRAWS, **options) -> dict[str, torch.Tensor]:
@@ -129,6 +149,43 @@ def test_expected_gradient_equals_the_enumerated_one(setting, name, options):
         assert abs(exact[group]) > 4 * got[group].std().item() / math.sqrt(len(got[group])), group
 
 
+def towards_iwae(setting, grads: dict[str, torch.Tensor], k: int) -> dict[str, tuple[float, float]]:
+    """Each group's draws on u = (∇IWAE_k − ∇ELBO) / ‖∇IWAE_k − ∇ELBO‖, the direction in which the two bounds'
+    exact gradients differ most: {group: (z against IWAE_k's, z against the ELBO's)}."""
+    module, x, groups = setting[:3]
+    iwae, elbo = exact_gradient(module, x, groups, k), exact_gradient(module, x, groups)
+    out = {}
+    for g, v in grads.items():
+        u = (iwae[g] - elbo[g]) / (iwae[g] - elbo[g]).norm()
+        out[g] = (z_of(v @ u, (iwae[g] @ u).item()), z_of(v @ u, (elbo[g] @ u).item()))
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_multi_sample_disarm_equals_the_enumerated_iwae_gradient(setting, k):
+    """iwae-disarm's mean gradient is the IWAE bound's of K draws (all 64^K tuples enumerated), within 4 se on
+    a random direction and on the one where it differs most from the ELBO's, where the ELBO's is > 4 se off."""
+    module, x, groups, direction = setting[:4]
+    exact = exact_gradient(module, x, groups, k)
+    grads = draws(setting, "iwae-disarm", iwae_k=k)
+    got = projected(setting, grads)
+    for group in ("guide", "model"):
+        on_direction = (exact[group] @ torch.cat([u.flatten() for u in direction[group]])).item()
+        assert abs(z_of(got[group], on_direction)) < 4, (group, z_of(got[group], on_direction))
+        against_iwae, against_elbo = towards_iwae(setting, grads, k)[group]
+        assert abs(against_iwae) < 4 < abs(against_elbo), (group, against_iwae, against_elbo)
+
+
+def test_multi_sample_disarm_without_the_weights_own_score_is_caught(setting, monkeypatch):
+    """Negative control: the φ-gradient of log q at fixed b has mean zero in the ELBO but not in the IWAE
+    bound; dropping it (log q held fixed, as ``disarm`` may) must fail the comparison."""
+    pairs = arm.AugmentReinforceMerge.pairs
+    monkeypatch.setattr(arm.AugmentReinforceMerge, "pairs",
+                        lambda self, model, guide, args, kwargs, detach_q: pairs(self, model, guide, args, kwargs, True))
+    against_iwae, _ = towards_iwae(setting, draws(setting, "iwae-disarm", iwae_k=2), 2)["guide"]
+    assert abs(against_iwae) > 4, against_iwae
+
+
 def test_a_baseline_that_sees_its_own_draw_is_caught(setting, monkeypatch):
     """Negative control: with the mean of all K draws as each one's baseline, the score term shrinks by
     (K − 1)/K (the half, at K = 2): the same comparison must fail."""
@@ -163,11 +220,7 @@ def test_a_hierarchy_of_discrete_layers_is_refused_even_through_the_elbo_alone()
 def test_gumbel_straight_through_is_biased_less_so_and_noisier_as_the_temperature_falls(setting):
     """The bias as ‖E ĝ − ∇‖² (estimated without its noise: ‖ḡ − ∇‖² − tr Ĉov / S, per chunk of draws) and
     the variance as tr Cov, over φ's parameters, at τ = 2 and τ = 0.25."""
-    module, x, groups = setting[:3]
-    module.zero_grad()
-    (-exact_elbo(module, x)).backward()
-    exact = torch.cat([p.grad.flatten() for p in groups["guide"]])
-    module.zero_grad(set_to_none=True)
+    exact = exact_gradient(*setting[:3])["guide"]
 
     def bias2(g):
         return ((g.mean(0) - exact) ** 2).sum() - g.var(0).sum() / len(g)

@@ -103,7 +103,7 @@ def untrained_binary_elbo() -> float:
     return evaluate.metrics(build_model(cfg, data, torch.device("cpu")), data.test_x)["elbo"]
 
 
-@pytest.mark.parametrize("estimator", ["rloo", "nvil", "arm", "disarm", "rebar", "relax", "gumbel-st", "vimco", "rws"])
+@pytest.mark.parametrize("estimator", ["rloo", "nvil", "arm", "disarm", "iwae-disarm", "rebar", "relax", "gumbel-st", "vimco", "rws"])
 def test_every_discrete_estimator_trains_the_binary_vae(tmp_path, estimator, untrained_binary_elbo):
     """One epoch of mnist5k (62 steps) from the protocol's start (the decoder's bias at the pixel logits)."""
     options = {"iwae_k": 2} if estimators.spec(estimator).samples == "K" else {}

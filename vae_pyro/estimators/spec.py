@@ -56,10 +56,14 @@ class EstimatorSpec:
     check: Callable[[int, dict], str | None] | None = None
     per_sample: int = 1
 
+    def bound_draws(self, samples: int, options: dict[str, Any]) -> int:
+        """Draws per image of the bound the loss estimates (its reference's D): the samples, times M groups
+        for the grouped bounds (``iwae_m``)."""
+        return samples * options.get("iwae_m", 1)
+
     def draws(self, samples: int, options: dict[str, Any]) -> int:
-        """Draws per image of one loss: the samples, times M groups for the grouped bounds (``iwae_m``),
-        times ``per_sample`` (2 for an antithetic pair)."""
-        return samples * options.get("iwae_m", 1) * self.per_sample
+        """Draws per image one loss evaluates: the bound's, times ``per_sample`` (2 for an antithetic pair)."""
+        return self.bound_draws(samples, options) * self.per_sample
 
 
 @dataclass

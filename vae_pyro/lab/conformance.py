@@ -175,7 +175,7 @@ def check_estimator(name: str, module: nn.Module, x: torch.Tensor, y: torch.Tens
     module's own parameters; a ``pyro.param`` outside the module starts there from its initial value."""
     estimator = estimators.make(name, nesting, x.shape[1], **options)
     spec, own = estimator.spec, estimator.options
-    total = spec.draws(estimator.samples, own)
+    total = spec.bound_draws(estimator.samples, own)
     devices = [x.device] if x.device.type == "cuda" else []
     with pyro.get_param_store().scope(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
