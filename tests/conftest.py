@@ -12,7 +12,7 @@ from vae_pyro.lab.experiment import EVAL_SEED
 from vae_pyro.lab.train import fit
 from vae_pyro.models import VAE
 
-DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable"}  # the needs of the estimators of discrete sites only
+DISCRETE_NEEDS = {"enumerable", "bernoulli", "relaxable", "relaxable_of_x"}  # the needs of the estimators of discrete sites only
 TINY = dict(z_dim=4, hidden=(64,), epochs=2, batch_size=128)
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -29,7 +29,7 @@ def build(cls):
     return cls(x_dim=6)
 
 
-BERNOULLI_ONLY, RELAXABLE_ONLY = {"arm", "disarm", "iwae-disarm", "rebar", "relax"}, {"gumbel-st"}
+BERNOULLI_ONLY, RELAXABLE_OF_X, RELAXABLE_ONLY = {"arm", "disarm", "iwae-disarm"}, {"rebar", "relax"}, {"gumbel-st"}
 
 
 def refusals(cls) -> set[str]:
@@ -38,6 +38,7 @@ def refusals(cls) -> set[str]:
     layered = cls is zoo.LayeredBits  # its second layer's logits depend on the first's draw
     return ({"hand"} | (NEEDS_RSAMPLE if bernoulli or one_hot or category else set())
             | (set() if category else {"enum"}) | (set() if bernoulli and not layered else BERNOULLI_ONLY)
+            | (set() if (bernoulli or one_hot) and not layered else RELAXABLE_OF_X)
             | (set() if bernoulli or one_hot else RELAXABLE_ONLY))
 
 
@@ -47,7 +48,7 @@ def assert_conforms(cls, draws: int) -> None:
     assert not failed, failed
     assert set(result.errors) <= (JIT if cls.__name__ in CANNOT_JIT else set()), result.errors
     if cls is zoo.LayeredBits:  # the stacked points of ARM, DisARM, REBAR and RELAX need logits of x alone
-        assert all("z depends on another latent draw" in result.refused[n] for n in BERNOULLI_ONLY)
+        assert all("z depends on another latent draw" in result.refused[n] for n in BERNOULLI_ONLY | RELAXABLE_OF_X)
     refused = refusals(cls)
     assert set(result.refused) == refused
     checked = {r.estimator for r in result.rows}

@@ -20,7 +20,7 @@ from torch import nn
 
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
-from vae_pyro.estimators import arm, rloo
+from vae_pyro.estimators import arm, relax, rloo
 from vae_pyro.lab import traces
 from vae_pyro.models.binary_vae import PriorLogits
 
@@ -38,6 +38,11 @@ class TinyBits(nn.Module):
         self.encoder, self.decoder = nn.Linear(x_dim, D), nn.Linear(D, x_dim)
         self.prior = PriorLogits(D)
 
+    @staticmethod
+    def support() -> torch.Tensor:
+        """Every value of z: (2^6, 6)."""
+        return torch.tensor(list(itertools.product([0.0, 1.0], repeat=D)))
+
     def model(self, x, y=None):
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
@@ -51,11 +56,44 @@ class TinyBits(nn.Module):
             pyro.sample("z", dist.Bernoulli(logits=self.encoder(x)).to_event(1))
 
 
-def enumerated(module: TinyBits, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log q(z | x_i), log p(x_i, z)) at every z ∈ {0, 1}^6: (2^6, N) each, differentiable."""
+VARIABLES, CLASSES = 2, 4
+
+
+class TinyCategories(nn.Module):
+    """z: 2 one-hot variables of 4 classes (16 values) with learned prior logits; x ∈ {0, 1}^8; linear nets."""
+
+    def __init__(self, x_dim: int = X):
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(x_dim, VARIABLES * CLASSES), nn.Linear(VARIABLES * CLASSES, x_dim)
+        self.prior = PriorLogits(VARIABLES * CLASSES)
+
+    @staticmethod
+    def support() -> torch.Tensor:
+        """Every value of z: (4^2, 2, 4)."""
+        eye = torch.eye(CLASSES)
+        return torch.stack([torch.stack([eye[i], eye[j]]) for i in range(CLASSES) for j in range(CLASSES)])
+
+    def model(self, x, y=None):
+        pyro.module("decoder", self.decoder)
+        pyro.module("prior", self.prior)
+        with pyro.plate("data", len(x)):
+            prior = self.prior.logits.reshape(VARIABLES, CLASSES).expand(len(x), VARIABLES, CLASSES)
+            z = pyro.sample("z", dist.OneHotCategorical(logits=prior).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z.flatten(-2))).to_event(1), obs=x)
+
+    def guide(self, x, y=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.OneHotCategorical(logits=self.encoder(x).unflatten(-1, (VARIABLES, CLASSES)))
+                        .to_event(1))
+
+
+def enumerated(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log q(z | x_i), log p(x_i, z)) at every value z of the module's ``support()``: (values, N) each,
+    differentiable."""
     log_q, log_p = [], []
-    for bits in itertools.product([0.0, 1.0], repeat=D):
-        z = {"z": torch.tensor(bits, dtype=x.dtype).expand(len(x), D)}
+    for value in module.support().to(x.dtype):
+        z = {"z": value.expand(len(x), *value.shape)}
         guide = poutine.trace(poutine.condition(module.guide, z)).get_trace(x)
         model = poutine.trace(poutine.condition(module.model, z)).get_trace(x)
         log_q.append(guide.nodes["z"]["fn"].log_prob(z["z"]))
@@ -63,12 +101,12 @@ def enumerated(module: TinyBits, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.stack(log_q), torch.stack(log_p)
 
 
-def exact_bound(module: TinyBits, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+def exact_bound(module: nn.Module, x: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Σ_i E_{z_1..z_k ~ q(· | x_i)} log (1/k) Σ_j w(z_j), every (z_1, ..., z_k) enumerated: the ELBO at k = 1,
     the IWAE bound of k draws above."""
     log_q, log_p = enumerated(module, x)
     log_w, joint_q = log_p - log_q, log_q
-    values = 2 ** D
+    values = len(log_q)
     for _ in range(k - 1):  # one more draw: the grid of (earlier draws, this draw), flattened
         log_w = torch.logaddexp(log_w.unsqueeze(1), (log_p - log_q).unsqueeze(0)).reshape(-1, len(x))
         joint_q = (joint_q.unsqueeze(1) + log_q.unsqueeze(0)).reshape(-1, len(x))
@@ -76,7 +114,7 @@ def exact_bound(module: TinyBits, x: torch.Tensor, k: int = 1) -> torch.Tensor:
     return (joint_q.exp() * (log_w - math.log(k))).sum()
 
 
-def exact_gradient(module: TinyBits, x: torch.Tensor, groups: dict, k: int = 1) -> dict[str, torch.Tensor]:
+def exact_gradient(module: nn.Module, x: torch.Tensor, groups: dict, k: int = 1) -> dict[str, torch.Tensor]:
     """The exact gradient of −(the bound of k draws) per group, flattened."""
     module.zero_grad()
     (-exact_bound(module, x, k)).backward()
@@ -85,23 +123,38 @@ def exact_gradient(module: TinyBits, x: torch.Tensor, groups: dict, k: int = 1) 
     return exact
 
 
-@pytest.fixture(scope="module")
-def setting():
-    """(module, batch, parameter groups, projection directions, the exact projected gradient of −ELBO per group)."""
+def make_setting(cls: type[nn.Module], along_exact: bool = False) -> tuple:
+    """(module, batch, parameter groups, projection directions, the exact projected gradient of −ELBO per group).
+    The directions are random, or with ``along_exact`` the exact gradient's own (where an estimator of none
+    at all is furthest from it, in standard errors)."""
     with torch.random.fork_rng():  # the session's RNG stream is left as it was
         torch.manual_seed(0)
-        module = TinyBits().double()
+        module = cls().double()
         with torch.no_grad():  # logits of a few nats: far from 1/2, where the estimators differ
             module.encoder.weight.mul_(3)
             module.decoder.weight.mul_(3)
-            module.prior.logits.copy_(torch.randn(D))
+            module.prior.logits.copy_(torch.randn(module.prior.logits.shape))
         x = (torch.rand(N, X, dtype=torch.float64) < 0.5).double()
     groups = traces.parameter_groups(module, x)
     gen = torch.Generator().manual_seed(1)
     direction = {g: [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in ps] for g, ps in groups.items()}
     exact = exact_gradient(module, x, groups)
+    if along_exact:
+        direction = {g: list((exact[g] / exact[g].norm()).split([p.numel() for p in ps]))
+                     for g, ps in groups.items()}
+        direction = {g: [u.reshape(p.shape) for u, p in zip(us, groups[g])] for g, us in direction.items()}
     flat = {g: torch.cat([u.flatten() for u in direction[g]]) for g in groups}
     return module, x, groups, direction, {g: (exact[g] @ flat[g]).item() for g in groups}
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return make_setting(TinyBits)
+
+
+@pytest.fixture(scope="module")
+def categories():
+    return make_setting(TinyCategories, along_exact=True)  # on a random direction, φ's is within 4 se of 0
 
 
 def draws(setting, name: str, draws: int = DRAWS, **options) -> dict[str, torch.Tensor]:
@@ -109,12 +162,12 @@ def draws(setting, name: str, draws: int = DRAWS, **options) -> dict[str, torch.
     is multiplied back by the max(1, √v) it was divided by (v from the draws before, so each stays unbiased)."""
     module, x, groups, _, _ = setting
     pyro.clear_param_store()
-    est = estimators.make(name, 1, X, **options)
-    if est.baseline_net is not None:
-        est.baseline_net.double()
     out = {g: [] for g in groups}
     with torch.random.fork_rng():
-        torch.manual_seed(2)
+        torch.manual_seed(2)  # before the estimator: RELAX's network draws its initial weights
+        est = estimators.make(name, 1, X, **options)
+        if est.baseline_net is not None:
+            est.baseline_net.double()
         for _ in range(draws):
             scale = {"guide": est.baseline_net.var.sqrt().clamp_min(1).item() if name == "nvil" else 1.0, "model": 1.0}
             module.zero_grad(set_to_none=True)
@@ -147,6 +200,33 @@ def test_expected_gradient_equals_the_enumerated_one(setting, name, options):
         assert abs(z_of(got[group], exact[group])) < 4, (group, z_of(got[group], exact[group]))
         # the power to see an estimator of none at all (|∇| from the truth) or of the wrong sign (2|∇|) at 4 se
         assert abs(exact[group]) > 4 * got[group].std().item() / math.sqrt(len(got[group])), group
+
+
+ONE_HOT = [("rebar", {}), ("relax", {}), ("rloo", {"iwae_k": 2})]
+
+
+@pytest.mark.parametrize("name,options", ONE_HOT, ids=[n for n, _ in ONE_HOT])
+def test_one_hot_estimators_equal_the_enumerated_gradient(categories, name, options):
+    """At one-hot sites (the Gumbel-max draw, its conditional z̃ given b, the softmax relaxation)."""
+    exact = categories[-1]
+    got = projected(categories, draws(categories, name, **options))
+    for group in ("guide", "model"):
+        assert abs(z_of(got[group], exact[group])) < 4, (group, z_of(got[group], exact[group]))
+        assert abs(exact[group]) > 4 * got[group].std().item() / math.sqrt(len(got[group])), group
+
+
+def test_rebar_with_z_in_place_of_its_conditional_draw_is_caught(categories, monkeypatch):
+    """Negative control: c(z) at the very noise that chose b, instead of z̃ ~ p(z | b) drawn afresh, makes the
+    control variate correlate with b's score: the guide gradient is biased, and the comparison must fail."""
+    original = relax.one_hot_points
+
+    def without_conditional(alpha, u, v):
+        b, z, _, score = original(alpha, u, v)
+        return b, z, z, score
+
+    monkeypatch.setitem(relax.POINTS, "one-hot", (without_conditional, relax.POINTS["one-hot"][1]))
+    exact = categories[-1]
+    assert abs(z_of(projected(categories, draws(categories, "rebar"))["guide"], exact["guide"])) > 4
 
 
 def towards_iwae(setting, grads: dict[str, torch.Tensor], k: int) -> dict[str, tuple[float, float]]:

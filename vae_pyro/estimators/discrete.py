@@ -114,9 +114,33 @@ def depending_on_draws(guide: Callable, *args, **kwargs) -> list[str]:
     return leaves.dependent
 
 
-def bernoulli(logits: torch.Tensor) -> dist.Bernoulli:
-    """Bernoulli(σ(logits)) whose log-density also takes values in [0, 1] (the relaxed points)."""
-    return dist.Bernoulli(logits=logits, validate_args=False)
+class LinearOneHot(dist.OneHotCategorical):
+    """OneHotCategorical whose log-density extends off the vertices linearly, log π(y) = Σ_c y_c log π_c
+    (the usual one at a one-hot y), as Bernoulli's extends to [0, 1]: it has a gradient at relaxed points."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return (value * self.logits).sum(-1)
+
+
+def relaxed_density(site_kind: str, alpha: torch.Tensor) -> Distribution:
+    """Bernoulli(σ(α)) or OneHotCategorical(softmax(α)), its log-density taking relaxed values (σ(z/λ) in
+    [0, 1], softmax(z/λ) on the simplex), unvalidated."""
+    return dist.Bernoulli(logits=alpha, validate_args=False) if site_kind == "bernoulli" \
+        else LinearOneHot(logits=alpha, validate_args=False)
+
+
+def off_vertex(fn: Distribution) -> Distribution:
+    """A Bernoulli or one-hot site's distribution with its own logits, as ``relaxed_density``."""
+    return rewrap(fn, relaxed_density(kind(fn), logits(fn)))
+
+
+class OffVertexDensities(Messenger):
+    """Model and guide handler: every latent Bernoulli or one-hot site's density is ``off_vertex``'s, so that
+    f = log p_θ(x, ·) − log q_φ(· | x) can be evaluated, and differentiated, at relaxed points."""
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if not msg["is_observed"] and not site_is_subsample(msg) and kind(msg["fn"]) is not None:
+            msg["fn"] = off_vertex(msg["fn"])
 
 
 def per_logit(per_image: torch.Tensor, alpha: torch.Tensor, nesting: int) -> torch.Tensor:

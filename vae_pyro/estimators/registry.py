@@ -116,10 +116,16 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 NEEDS = {"rsample": "a reparameterised sample at every latent site", "enumerable": "an enumerable discrete site",
          "bernoulli": "Bernoulli latent sites only, their logits of x alone",
          "relaxable": "Bernoulli or one-hot categorical latent sites only",
+         "relaxable_of_x": "Bernoulli or one-hot categorical latent sites only, their logits of x alone",
          "hand_loss": "the model's `hand_loss`", "model_order": "the guide's sites in the model's order"}
 for _spec in SPECS.values():  # a typo in a record would silently disable its refusal or its check
     assert _spec.needs <= set(NEEDS), f"{_spec.name} needs unknown site kinds {_spec.needs - set(NEEDS)}"
     assert set(_spec.reference.values()) <= set(BOUNDS), f"{_spec.name}'s reference names an unknown bound"
+
+
+# need -> (the kinds of latent site it takes, whether their logits must depend on x alone)
+SITE_KINDS = {"bernoulli": ({"bernoulli"}, True), "relaxable": (set(discrete.KINDS), False),
+              "relaxable_of_x": (set(discrete.KINDS), True)}
 
 
 def _discrete(latent: dict) -> list[str]:
@@ -147,18 +153,17 @@ def _unmet(need: str, module, latent: dict, guide_trace, model_trace) -> str | N
         sizes = ", ".join(f"{n} jointly takes {_joint_support(latent[n]['fn'])} values" for n in _discrete(latent))
         some = f" ({sizes}; declare its dimensions independent with a plate to enumerate each alone)" if sizes else ""
         return f"a discrete latent site to sum out exactly, and {model} has none it can enumerate{some}"
-    if need in ("bernoulli", "relaxable"):
-        kinds = {"bernoulli"} if need == "bernoulli" else set(discrete.KINDS)
+    if need in SITE_KINDS:
+        kinds, of_x = SITE_KINDS[need]
         other = [f"{n} ({type(discrete.base(s['fn'])).__name__})" for n, s in latent.items()
                  if discrete.kind(s["fn"]) not in kinds]
         if other or not latent:
-            what = "Bernoulli latent sites only" if need == "bernoulli" else NEEDS[need]
+            what = NEEDS[need].split(",")[0]
             return f"{what}, and {model}'s {', '.join(other) or 'guide'} {'is' if len(other) == 1 else 'are'} not"
         inputs = guide_trace.nodes["_INPUT"]
-        dependent = discrete.depending_on_draws(module.guide, *inputs["args"], **inputs["kwargs"]) \
-            if need == "bernoulli" else []
+        dependent = discrete.depending_on_draws(module.guide, *inputs["args"], **inputs["kwargs"]) if of_x else []
         if dependent:
-            return (f"Bernoulli sites whose logits depend on x alone, and {model}'s {', '.join(dependent)} "
+            return (f"sites whose logits depend on x alone, and {model}'s {', '.join(dependent)} "
                     f"depend{'s' if len(dependent) == 1 else ''} on another latent draw (a hierarchy of discrete "
                     "layers)")
     if need == "hand_loss" and not callable(getattr(module, "hand_loss", None)):

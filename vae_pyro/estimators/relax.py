@@ -12,16 +12,23 @@ f = log p_θ(x, ·) − log q_φ(· | x) at the concrete relaxation of temperatu
 c(z) = η f(σ(z/λ)) + r_ρ(σ(z/λ), x). η, λ (and ρ) are trained beside the module to minimise the
 variance of ĝ, by the gradient of Σ ĝ² (here: of the gradient in the logits α, per image). φ gets
 ĝ through α; θ gets ∇θ log p_θ(x, b). Each sample evaluates f three times (b, σ(z/λ), σ(z̃/λ)).
+
+At one-hot sites (log-probabilities α, Gumbel noise; the RELAX paper's appendix), with g(u) = −log(−log u),
+
+    z = α + g(u),   b = onehot(argmax z),   z̃_b = g(v_b),   z̃_i = −log(−e^{−α_i} log v_i − log v_b)  (i ≠ b),
+
+the relaxation softmax(z/λ), ∇α log q(b | α) = b − softmax(α), and f's densities extended linearly off the
+vertices (``discrete.OffVertexDensities``).
 """
 
 import math
 
 import pyro
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vae_pyro.errors import VaeError
-from vae_pyro.estimators.discrete import AtPoints, bernoulli, per_logit
+from vae_pyro.estimators.discrete import AtPoints, OffVertexDensities, per_logit, relaxed_density
 from vae_pyro.estimators.particles import ParticleBound
 from vae_pyro.estimators.spec import EstimatorSpec, expects
 
@@ -50,6 +57,34 @@ def logit(u: torch.Tensor) -> torch.Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
+def gumbel(u: torch.Tensor) -> torch.Tensor:
+    """−log(−log u): Gumbel(0, 1) noise from a uniform."""
+    return -torch.log(-torch.log(u))
+
+
+def bernoulli_points(alpha: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(b, z, z̃ ~ p(z | b), ∇α log q(b | α)) at a Bernoulli site."""
+    z = alpha + logit(u)
+    b = (z > 0).to(alpha.dtype)
+    p = torch.sigmoid(alpha)
+    tiny, eps = torch.finfo(alpha.dtype).tiny, torch.finfo(alpha.dtype).eps
+    u_given_b = (b * (1 - p + p * v) + (1 - b) * (1 - p) * v).clamp(tiny, 1 - eps)
+    return b, z, alpha + logit(u_given_b), b - p
+
+
+def one_hot_points(alpha: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(b, z, z̃ ~ p(z | b), ∇α log q(b | α)) at a one-hot site, classes on the last dim."""
+    alpha = torch.log_softmax(alpha, -1)  # log-probabilities: the largest of z then has location 0
+    z = alpha + gumbel(u)
+    b = F.one_hot(z.argmax(-1), alpha.shape[-1]).to(alpha.dtype)
+    log_v_b = (b * torch.log(v)).sum(-1, keepdim=True)
+    z_tilde = torch.where(b.bool(), gumbel(v), -torch.log(-torch.exp(-alpha) * torch.log(v) - log_v_b))
+    return b, z, z_tilde, b - alpha.exp()
+
+
+POINTS = {"bernoulli": (bernoulli_points, torch.sigmoid), "one-hot": (one_hot_points, lambda y: torch.softmax(y, -1))}
+
+
 class RELAX(ParticleBound):
     """:param num_particles: L draws per data point (3L evaluations of f).
     :param network: the ``ControlVariate`` (trained beside the module)."""
@@ -64,20 +99,15 @@ class RELAX(ParticleBound):
         temperature = self.control.to(x).log_temperature.exp()  # on the data's device and dtype (the parameters stay)
 
         def points(name, site_kind, alpha):
-            if site_kind != "bernoulli":
-                raise VaeError(f"{self.name} needs Bernoulli sites, and {name!r} is one-hot")  # the record refuses it
             tiny, eps = torch.finfo(alpha.dtype).tiny, torch.finfo(alpha.dtype).eps
             u, v = (torch.rand_like(alpha).clamp(tiny, 1 - eps) for _ in range(2))
-            z = alpha + logit(u)
-            b = (z > 0).to(alpha.dtype)
-            p = torch.sigmoid(alpha)
-            u_given_b = (b * (1 - p + p * v) + (1 - b) * (1 - p) * v).clamp(tiny, 1 - eps)
-            z_tilde = alpha + logit(u_given_b)
-            drawn[name] = (b, torch.sigmoid(z / temperature), torch.sigmoid(z_tilde / temperature))
-            return torch.cat(drawn[name]), bernoulli(torch.cat([alpha] * 3))
+            draw, relax = POINTS[site_kind]
+            b, z, z_tilde, score = draw(alpha, u, v)
+            drawn[name] = (b, relax(z / temperature), relax(z_tilde / temperature), score)
+            return torch.cat(drawn[name][:3]), relaxed_density(site_kind, torch.cat([alpha] * 3))  # c's α-path too
 
         at = AtPoints(points, 3, -(self.max_plate_nesting + 1), self.name)
-        with pyro.validation_enabled(False):  # f at the relaxed points: the Bernoulli densities extended to [0, 1]
+        with OffVertexDensities():  # f at the relaxed points: the model's densities extended off the vertices
             log_w, _, _ = self.log_weights(model, guide, (x, *args), kwargs, handler=at)
         f, f_z, f_z_tilde = log_w.chunk(3)
         bound = f.detach().mean(0).sum()
@@ -95,10 +125,10 @@ class RELAX(ParticleBound):
         pyro.module(f"{self.name}_control_variate", self.control)
         alphas, nesting = list(at.logits.values()), self.max_plate_nesting
         paths = torch.autograd.grad((c_z - c_z_tilde).mean(0).sum(), alphas, create_graph=True)
-        # (f(b) − c(z̃)) ∇α log q(b | α), with ∇α log q(b | α) = b − σ(α): the coefficient keeps its
-        # dependence on η, λ, ρ, so that the variance below reaches them through it too
+        # (f(b) − c(z̃)) ∇α log q(b | α), with ∇α log q(b | α) = b − σ(α) or b − softmax(α): the coefficient
+        # keeps its dependence on η, λ, ρ, so that the variance below reaches them through it too
         coefficient = f.detach() - c_z_tilde
-        g = [per_logit(coefficient, a, nesting) * (drawn[name][0] - torch.sigmoid(a)) / self.draws + path
+        g = [per_logit(coefficient, a, nesting) * drawn[name][3] / self.draws + path
              for (name, a), path in zip(at.logits.items(), paths)]
         variance = sum((gi**2).sum() for gi in g)
         own = [p for p in self.control.parameters() if p.requires_grad]
@@ -109,8 +139,8 @@ class RELAX(ParticleBound):
 
 
 SPECS = tuple(EstimatorSpec(
-    name=name, build=RELAX, summary=f"ELBO; {what} at Bernoulli sites, trained to minimise its variance",
-    paper=paper, reference=expects("elbo"), needs=frozenset({"bernoulli"}), per_sample=3,
+    name=name, build=RELAX, summary=f"ELBO; {what} at Bernoulli and one-hot sites, trained to minimise its "
+    "variance", paper=paper, reference=expects("elbo"), needs=frozenset({"relaxable_of_x"}), per_sample=3,
     network=lambda x_dim, options, net=(name == "relax"): ControlVariate(net))
     for name, what, paper in (
         ("rebar", "REBAR's concrete-relaxation control variate", "Tucker et al. 2017"),
