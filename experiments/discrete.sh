@@ -5,7 +5,7 @@
 # (arm, disarm: one antithetic pair; rebar, relax: one draw, three evaluations of f), batch 50, Adam at 1e-4
 # for encoder and decoder and 1e-2 for the prior logits (the model's lr_scale), three seeds, the test
 # 100-sample bound, the guide gradient's log-variance after every epoch. Beside it, the categorical VAE
-# (20 x 10 one-hot) with rloo, gumbel-st, rws and vimco, and score with rloo's control variate (K = 2, 5)
+# (20 x 10 one-hot) with rloo, gumbel-st, rws and vimco (and rebar, relax), and score with rloo's control variate (K = 2, 5)
 # on the Gaussian VAE of the Fashion-MNIST table (z = 50, 400 relu, batch 128, 5 epochs, K = 1,000).
 # Every step resumes: after a stop, run the same command again; a larger EPOCHS continues the runs.
 #
@@ -42,6 +42,8 @@ vae-pyro compare "${common[@]}" "${binary[@]}" --model categorical-vae --iwae-k 
     --estimators rloo,vimco,rws --out "$OUT/categorical"
 vae-pyro compare "${common[@]}" "${binary[@]}" --model categorical-vae --particles 2 \
     --estimators gumbel-st --out "$OUT/categorical-L2"
+vae-pyro compare "${common[@]}" "${binary[@]}" --model categorical-vae \
+    --estimators rebar,relax --out "$OUT/categorical-relax"   # at one-hot sites: one draw, three evaluations of f
 
 # 3. score with rloo's control variate on the Gaussian VAE of the Fashion-MNIST table.
 for k in 2 5; do
