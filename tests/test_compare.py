@@ -160,3 +160,60 @@ def test_cli_seeds_prints_the_table_over_seeds(compared_seeds, capsys):
           "--grad-draws", "5", "--grad-batches", "2", "--loss-draws", "10", "--quiet"])
     printed = capsys.readouterr().out
     assert "Δ vs `meanfield` [95%]" in printed and "| `hand` |" in printed
+
+
+def test_a_comparison_folder_reads_back_as_dataframes(compared_seeds):
+    """vp.load_comparison: the tables compare wrote, every run's curves, the paired differences, the runs."""
+    import torch
+
+    import vae_pyro as vp
+    from vae_pyro.lab.runs import Run
+
+    out, summary = compared_seeds
+    c = vp.load_comparison(out)
+    assert c.seeds == [0, 1, 2] and c.estimators == ["trace", "meanfield", "hand"] and c.reference == "meanfield"
+    assert list(c.table["estimator"]) == c.estimators
+    assert len(c.per_seed) == 9 and set(c.per_seed["seed"]) == {0, 1, 2}
+    hand_1 = Run.open(out / "seed-1" / "hand").metrics()
+    curve = c.curves.query("seed == 1 and estimator == 'hand'")
+    assert curve["test_elbo"].tolist() == [r["test_elbo"] for r in hand_1] and len(c.curves) == 9
+    diffs = c.differences.set_index(["estimator", "metric"])
+    trace = next(r for r in summary["estimators"] if r["estimator"] == "trace")
+    assert diffs.loc[("trace", "test_elbo"), "diff"] == trace["test_elbo_diff"]
+    assert diffs.loc[("trace", "test_elbo"), "lo"] == trace["test_elbo_diff_lo"]
+    assert {"guide", "model"} <= set(c.gradients["group"])
+
+    run = c.run("hand", seed=1)
+    assert run.config.seed == 1 and run.config.estimator == "hand"
+    assert run.metrics["test_elbo"].tolist() == [r["test_elbo"] for r in hand_1]
+    saved = torch.load(out / "seed-1" / "hand" / "checkpoint.pt", weights_only=True)["module"]
+    assert all(torch.equal(p, saved[n]) for n, p in run.module.state_dict().items())
+    assert run.evaluation["test_elbo"] == next(r for r in summary["per_seed"]
+                                               if r["seed"] == 1 and r["estimator"] == "hand")["test_elbo"]
+    assert c.run("trace", seed=2).data is run.data  # the data set is loaded once for all runs
+    assert repr(c).startswith(f"Comparison({out}: vae, 3 estimators × 3 seed(s)") and len(repr(c)) < 200
+    assert "<table" in c._repr_html_() and repr(run).startswith("RestoredRun(") and "<table" in run._repr_html_()
+    with pytest.raises(VaeError, match="compares trace, meanfield, hand, not 'iwae'"):
+        c.run("iwae")
+    with pytest.raises(VaeError, match="ran seeds 0, 1, 2, not 7"):
+        c.run("trace", seed=7)
+
+
+def test_a_single_seed_comparison_reads_back_with_no_paired_differences(compared):
+    import vae_pyro as vp
+
+    out, summary = compared
+    c = vp.load_comparison(out)
+    assert c.seeds == [summary["seed"]] and list(c.per_seed["estimator"]) == NAMES
+    assert c.differences.empty and list(c.differences.columns) == ["estimator", "metric", "diff", "lo", "hi"]
+    assert c.run("iwae").config.estimator == "iwae"
+
+
+def test_load_comparison_refuses_what_is_not_a_finished_comparison(tmp_path):
+    import vae_pyro as vp
+
+    with pytest.raises(VaeError, match="holds no comparison"):
+        vp.load_comparison(tmp_path)
+    (tmp_path / "compare.json").write_text("{}")
+    with pytest.raises(VaeError, match="did not finish .*--resume"):
+        vp.load_comparison(tmp_path)

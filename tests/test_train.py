@@ -124,6 +124,9 @@ def test_rebar_and_relax_train_the_categorical_vae(tmp_path, estimator):
 def test_gaussian_likelihood_trains(tmp_path):
     result = fit(Config(likelihood="gaussian", **TINY), tmp_path / "r", progress=False)
     assert result.history[1]["test_elbo"] > result.history[0]["test_elbo"]
+    # a notebook shows it in a line and its history as a table
+    assert repr(result) == f"FitResult({tmp_path / 'r'}: vae × trace, 2 epochs, test ELBO {result.history[1]['test_elbo']:.2f})"
+    assert list(result.metrics.index) == [1, 2] and "<table" in result._repr_html_()
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@
     result = vp.fit(MyVAE, data, estimator="meanfield", epochs=10, out="runs/mine", z_dim=8)
     comparison = vp.compare(MyVAE, data, estimators=["trace", "meanfield", "iwae"], epochs=10, out="runs/c")
     comparison.table                                 # a pandas DataFrame, one row per estimator
+    vp.load_comparison("runs/c").curves              # any compare folder read back (the CLI's too)
+    vp.load_run("runs/mine").metrics                 # any run folder: config, module, metrics, evaluation
     vp.log_likelihood(result.module, x, k=1000)      # IS log p(x) per image
     vp.gradient_stats(result.module, x, ["trace", "meanfield"])   # variance and SNR of φ's and θ's gradients
 
@@ -14,7 +16,7 @@ options that are ``Config`` fields (``z_dim``, ``lr``, ``seed``, …) set those;
 model's constructor (what ``--model-option`` does on the command line).
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from time import strftime
 from typing import Any
@@ -33,6 +35,7 @@ from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, CompareSpec, config_for
 from vae_pyro.lab.compare import compare as compare_runs
 from vae_pyro.lab.experiment import Data, resolve_device
 from vae_pyro.lab.experiment import load_data as prepare
+from vae_pyro.lab.results import Comparison, load_comparison
 from vae_pyro.lab.train import FitResult
 from vae_pyro.lab.train import fit as fit_run
 from vae_pyro.models import contract
@@ -76,16 +79,6 @@ def fit(model: type | str = "vae", data: datasets.Dataset | str | None = None, o
     return fit_run(cfg, _out(out, cfg.estimator), resume, force, progress, data=_prepared(cfg, data))
 
 
-@dataclass
-class Comparison:
-    """What ``compare`` made: one row per estimator, the gradient statistics, the raw summary, the folder."""
-
-    table: pd.DataFrame
-    gradients: pd.DataFrame
-    summary: dict
-    out: Path
-
-
 def compare(model: type | str = "vae", data: datasets.Dataset | str | None = None,
             estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
             grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
@@ -93,15 +86,15 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
             **options: Any) -> Comparison:
     """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed,
     for ``seeds`` seeds (then one row per estimator with its mean and se over seeds and its paired
-    difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``."""
+    difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``; the
+    result is the folder read back (``load_comparison``)."""
     cfg = config(model, data, **options)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
     spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws, jobs)
-    result = compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",
-                          dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison)
-    summary = result.summary
-    return Comparison(pd.DataFrame(summary["estimators"]), pd.DataFrame(summary["gradients"]), summary, out)
+    compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",
+                 dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison)
+    return load_comparison(out)
 
 
 def _test(module: nn.Module, data: Data | datasets.Dataset) -> Data:

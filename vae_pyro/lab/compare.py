@@ -9,7 +9,7 @@ shared parameter points (the initial weights, and the weights the reference esti
 several seeds the comparison's own summary gives each metric's mean and standard error over seeds
 and its paired difference to the reference with a 95% interval (``stats.py``). The data are loaded
 once; the trained modules are passed on as objects (read back from their run folders only when
-other processes trained them). ``compare`` returns a ``Comparison``; its figures and reports are the
+other processes trained them). ``compare`` returns a ``ComparisonRun``; its figures and reports are the
 report's to draw (``vae_pyro.report.comparison.write``, passed as ``render``): lab never imports report.
 """
 
@@ -108,8 +108,10 @@ class SeedResult:
 
 
 @dataclass
-class Comparison:
-    """What ``compare`` made: the summary (over seeds when there are several), each seed's result, the data."""
+class ComparisonRun:
+    """A comparison as ``compare`` made it, in memory, for the report to draw: the summary (over seeds when
+    there are several), each seed's result with its trained modules, the data. (The user's object is
+    ``results.Comparison``, read back from the folder.)"""
 
     out: Path
     spec: CompareSpec
@@ -225,7 +227,7 @@ def check_estimators(names: list[str], configs: dict[str, Config], data: Data, d
 
 def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = False, force: bool = False,
             progress: bool = True, command: str = "vae-pyro compare", dataset: datasets.Dataset | None = None,
-            render: Callable[[Comparison], None] | None = None) -> Comparison | None:
+            render: Callable[["ComparisonRun"], None] | None = None) -> "ComparisonRun | None":
     """Train, evaluate and diagnose every estimator of ``spec`` on the model ``options["model"]``, for
     ``spec.seeds`` seeds from ``options["seed"]`` on; write each seed's summary (and the summary over
     seeds); return the comparison (None on the ranks > 0 of a torchrun job). ``dataset``: tensors given
@@ -272,7 +274,7 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
                               {n: trained[str(Path(folders[s]) / n)] for n in names}, data, out / folders[s],
                               progress, command) for s in seed_list}
         summary = seeds[seed_list[0]].summary if spec.seeds == 1 else summarise_seeds(seeds, spec, out, command)
-        comparison = Comparison(out, spec, summary, seeds, data)
+        comparison = ComparisonRun(out, spec, summary, seeds, data)
         if render is not None:
             render(comparison)
         return comparison

@@ -1,8 +1,11 @@
 """What a run is made of, built from its Config: the device, the data tensors, the module and its
 estimator; and a run folder read back into those objects (``restore_run``, the one place that does)."""
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import pandas as pd
 import pyro
 import torch
 from torch import nn
@@ -96,10 +99,23 @@ def make_estimator(cfg: Config, module: nn.Module, x: torch.Tensor, y: torch.Ten
     return estimator
 
 
-@dataclass
-class RestoredRun:
-    """A run folder read back: its config, data, module at the last checkpoint, history."""
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    """A run's history (metrics.jsonl), one row per epoch, indexed by epoch."""
+    return pd.DataFrame(history).set_index("epoch") if history else pd.DataFrame(index=pd.Index([], name="epoch"))
 
+
+def describe(kind: str, path: Path, cfg: Config, history: list[dict]) -> str:
+    """A run in one line: its folder, model and estimator, epochs, last test ELBO."""
+    last = f", test ELBO {history[-1]['test_elbo']:.2f}" if history and "test_elbo" in history[-1] else ""
+    return f"{kind}({path}: {cfg.model} × {cfg.estimator}, {len(history)} epochs{last})"
+
+
+@dataclass(repr=False)
+class RestoredRun:
+    """A run folder read back: its config, data, module at the last checkpoint, history; ``metrics`` the
+    history as a DataFrame, ``evaluation`` its evaluation.json (empty if never evaluated)."""
+
+    path: Path
     config: Config
     data: Data
     module: nn.Module
@@ -110,9 +126,25 @@ class RestoredRun:
     def epochs(self) -> int:
         return self.checkpoint["epoch"]
 
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return history_frame(self.history)
 
-def restore_run(run_dir, device: str | torch.device = "auto") -> RestoredRun:
-    """A run's config, its data, its module with the last checkpoint's weights, and that checkpoint."""
+    @property
+    def evaluation(self) -> dict:
+        path = self.path / "evaluation.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def __repr__(self) -> str:
+        return describe("RestoredRun", self.path, self.config, self.history)
+
+    def _repr_html_(self) -> str:
+        return f"<p><code>{self}</code></p>" + self.metrics.to_html(float_format="{:.3f}".format)
+
+
+def restore_run(run_dir: str | Path, device: str | torch.device = "auto", loaded: Data | None = None) -> RestoredRun:
+    """A run's config, its data, its module with the last checkpoint's weights, and that checkpoint.
+    ``loaded``: its data set already loaded (the runs of one comparison share it)."""
     run = Run.open(run_dir)
     cfg = run.config()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -120,10 +152,10 @@ def restore_run(run_dir, device: str | torch.device = "auto") -> RestoredRun:
         raise VaeError(f"{run_dir} was trained on tensors given from Python, which a run folder does not hold; "
                        "evaluate it from Python with those data")
     ckpt = run.load_checkpoint(device)
-    loaded = load_data(cfg, device)
+    loaded = loaded if loaded is not None else load_data(cfg, device)
     module = build_model(cfg, loaded, device)
     module.load_state_dict(ckpt["module"])
-    return RestoredRun(cfg, loaded, module, ckpt["history"], ckpt)
+    return RestoredRun(run.path, cfg, loaded, module, ckpt["history"], ckpt)
 
 
 def fixed_batch(tensors: Data, cfg: Config, conditional: bool = False, index: int = 0

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -26,7 +27,17 @@ from vae_pyro.config import Config
 from vae_pyro.data import batches, binarise, seeded
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import compiling, diagnostics, distributed, evaluate, faults, memory
-from vae_pyro.lab.experiment import EVAL_SEED, Data, fixed_batch, labels, load_data, make_estimator, resolve_device
+from vae_pyro.lab.experiment import (
+    EVAL_SEED,
+    Data,
+    describe,
+    fixed_batch,
+    history_frame,
+    labels,
+    load_data,
+    make_estimator,
+    resolve_device,
+)
 from vae_pyro.lab.runs import CHECKPOINT, Run
 from vae_pyro.lab.trainers import make_trainer
 
@@ -97,7 +108,8 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 @dataclass
 class FitResult:
-    """What training made: the trained module, the data it saw, its history and the run folder."""
+    """What training made: the trained module, the data it saw, its history (``metrics``: as a DataFrame)
+    and the run folder."""
 
     run: Path
     module: nn.Module
@@ -107,6 +119,16 @@ class FitResult:
     config: Config
     estimator_state: dict  # what the estimator keeps beside the module (score's baselines)
     leader: bool = True  # False on the ranks > 0 of a torchrun job, which write nothing
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return history_frame(self.history)
+
+    def __repr__(self) -> str:
+        return describe("FitResult", self.run, self.config, self.history)
+
+    def _repr_html_(self) -> str:
+        return f"<p><code>{self}</code></p>" + self.metrics.to_html(float_format="{:.3f}".format)
 
 
 def kl_weight(beta: float, warmup: int, epoch: int) -> float:

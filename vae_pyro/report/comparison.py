@@ -1,15 +1,15 @@
 """A comparison rendered: every run's figures and report.md, each seed's figures and report, and the
-figures and report over seeds, drawn from the ``Comparison`` that ``lab.compare.compare`` returns."""
+figures and report over seeds, drawn from the ``ComparisonRun`` that ``lab.compare.compare`` returns."""
 
 from pathlib import Path
 
-from vae_pyro.lab.compare import Comparison, SeedResult
+from vae_pyro.lab.compare import ComparisonRun, SeedResult
 from vae_pyro.lab.evaluate import LikelihoodKey
 from vae_pyro.report import figures as plots
 from vae_pyro.report.markdown import write_report, write_run_report, write_seeds_report
 
 
-def write(comparison: Comparison) -> Path:
+def write(comparison: ComparisonRun) -> Path:
     """Write every report of ``comparison``; return the path of its top report.md."""
     for seed in comparison.seeds.values():
         write_seed(seed, comparison)
@@ -24,7 +24,7 @@ def _snr_figure(grads: list[dict], out: Path) -> dict[str, Path]:
     return {"snr_vs_k": plots.snr_vs_k(grads, out / "figures" / "snr_vs_k.png")} if len(ks) > 1 else {}
 
 
-def write_seed(seed: SeedResult, comparison: Comparison) -> Path:
+def write_seed(seed: SeedResult, comparison: ComparisonRun) -> Path:
     """One seed's run reports, its figures (curves, gradients, loss values, SNR against K) and report.md."""
     out = seed.out
     for name, run in seed.trained.items():
@@ -40,7 +40,7 @@ def write_seed(seed: SeedResult, comparison: Comparison) -> Path:
     return write_report(out, seed.summary, figures)
 
 
-def write_over_seeds(comparison: Comparison) -> Path:
+def write_over_seeds(comparison: ComparisonRun) -> Path:
     """The figures over seeds (curves with bands, paired differences, gradients) and the report over seeds."""
     out, summary = comparison.out, comparison.summary
     seeds = comparison.seeds.values()
