@@ -21,7 +21,7 @@ def test_mnist5k_is_a_fixed_stratified_4000_1000_split(mnist5k):
     assert mnist5k.train_x.shape == (4000, 784) and mnist5k.test_x.shape == (1000, 784)
     assert torch.equal(torch.bincount(mnist5k.train_y), torch.full((10,), 400))
     assert torch.equal(torch.bincount(mnist5k.test_y), torch.full((10,), 100))
-    assert 0 <= mnist5k.train_x.min() and mnist5k.train_x.max() <= 1
+    assert mnist5k.train_x.min() >= 0 and mnist5k.train_x.max() <= 1
     # no test image appears in the training set
     train_rows = {tuple(r) for r in (mnist5k.train_x * 255).round().to(torch.uint8).tolist()}
     assert not any(tuple(r) in train_rows for r in (mnist5k.test_x * 255).round().to(torch.uint8).tolist())
@@ -87,7 +87,7 @@ def test_mnist_reads_idx_files_already_in_the_data_dir(tmp_path, monkeypatch, la
     write_mnist_like(tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw", gz=layout == "flat")
     ds = data.load("mnist", tmp_path)
     assert ds.train_x.shape == (30, 784) and ds.test_x.shape == (10, 784) and ds.test_y.shape == (10,)
-    assert ds.train_x.dtype == torch.float32 and 0 <= ds.train_x.min() and ds.train_x.max() <= 1
+    assert ds.train_x.dtype == torch.float32 and ds.train_x.min() >= 0 and ds.train_x.max() <= 1
 
 
 def test_offline_mnist_fails_with_one_line_naming_folder_files_and_fallback(tmp_path, monkeypatch):

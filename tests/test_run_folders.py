@@ -52,9 +52,8 @@ def test_a_second_writer_is_refused_and_a_killed_writer_blocks_nothing(tmp_path)
 def test_a_compare_folder_has_one_writer(tmp_path):
     out = tmp_path / "c"
     out.mkdir()
-    with FolderLock(out):
-        with pytest.raises(VaeError, match=f"{out} is being written by process {os.getpid()}"):
-            compare_and_report(dict(TINY), ["trace"], out, progress=False)
+    with FolderLock(out), pytest.raises(VaeError, match=f"{out} is being written by process {os.getpid()}"):
+        compare_and_report(dict(TINY), ["trace"], out, progress=False)
     assert not (out / "compare.json").exists()
 
 

@@ -56,7 +56,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
 @pytest.mark.parametrize("loop", ["fast", "svi"])
 @pytest.mark.parametrize("estimator", ["nvil", "relax"])  # running averages; a network sized at its first call
 def test_a_resumed_discrete_run_equals_an_uninterrupted_one(tmp_path, estimator, loop):
-    options = {"estimator": estimator, "loop": loop, **{**BINARY, "z_dim": 8, "batch_size": 256}}
+    options = {"estimator": estimator, "loop": loop, **BINARY, "z_dim": 8, "batch_size": 256}
     whole = fit(Config(**{**options, "epochs": 2}), tmp_path / "whole", progress=False)
     fit(Config(**options), tmp_path / "parts", progress=False)
     resumed = fit(Config(**{**options, "epochs": 2}), tmp_path / "parts", resume=True, progress=False)

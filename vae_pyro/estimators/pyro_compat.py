@@ -31,7 +31,7 @@ class JitTraceMeanField_ELBO(infer.JitTraceMeanField_ELBO):
 def decaying_baselines() -> dict[str, torch.Tensor]:
     """The decaying-average baselines TraceGraph_ELBO has learned (copies), by param-store name."""
     store = pyro.get_param_store()
-    return {k: store[k].detach().clone() for k in store.keys() if k.startswith(BASELINE_AVG)}
+    return {k: store[k].detach().clone() for k in store if k.startswith(BASELINE_AVG)}
 
 
 def load_decaying_baselines(state: dict[str, torch.Tensor]) -> None:
