@@ -87,9 +87,9 @@ def table(title: str, folders: list[Path], reference: str | None, steps: int, fi
                      var_cell, f"{row['seconds_per_epoch']:.1f}"])
     print(markdown_table(head, body))
     stem = "discrete-" + folders[0].name
-    drawn = [figures.curves(curves, figures_dir / f"{stem}-curves.png")]
+    drawn = [figures.draw(figures_dir, f"{stem}-curves.png", figures.curves, curves)]
     if any("log_guide_grad_variance" in h[0] for runs in curves.values() for h in runs):
-        drawn.append(figures.grad_variance(curves, figures_dir / f"{stem}-grad-variance.png", steps))
+        drawn.append(figures.draw(figures_dir, f"{stem}-grad-variance.png", figures.grad_variance, curves, steps))
     if "nvil" in curves:
         print("\n(nvil's gradient is measured as it trains: divided by max(1, √v), its running normalisation)")
     print(f"\nfigures: {', '.join(map(str, drawn))}")

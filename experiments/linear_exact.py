@@ -66,7 +66,7 @@ def main() -> None:
             mean, se = bound(config_for({**OPTIONS, "iwae_k": k}, "iwae"), vae, x, args.draws)
             rows.append({"point": point, "k": k, "bound": mean, "se": se})
             print(f"  iwae K={k:<4} {mean:10.4f} ± {se:.4f}")
-    print(f"\nfigure: {plots.bound_vs_k(rows, exact, out / 'iwae_vs_k.png')}")
+    print(f"\nfigure: {plots.draw(out, 'iwae_vs_k.png', plots.bound_vs_k, rows, exact)}")
 
 
 if __name__ == "__main__":

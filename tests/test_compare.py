@@ -177,6 +177,7 @@ def test_a_comparison_folder_reads_back_as_dataframes(compared_seeds):
     hand_1 = Run.open(out / "seed-1" / "hand").metrics()
     curve = c.curves.query("seed == 1 and estimator == 'hand'")
     assert curve["test_elbo"].tolist() == [r["test_elbo"] for r in hand_1] and len(c.curves) == 9
+    assert c.histories["hand"][1] == hand_1  # the records report.figures.curves draws
     diffs = c.differences.set_index(["estimator", "metric"])
     trace = next(r for r in summary["estimators"] if r["estimator"] == "trace")
     assert diffs.loc[("trace", "test_elbo"), "diff"] == trace["test_elbo_diff"]

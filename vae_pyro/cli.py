@@ -177,8 +177,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise VaeError(f"--label must be a class from 0 to {classes - 1}, got {args.label}")
     suffix = "" if args.label is None else f"-label{args.label}"
     out = Path(args.out) if args.out else Path(args.run) / "figures" / f"samples{suffix}.png"
-    print(samples(run.module, run.data.test_x.shape[1], out, n=args.n, label=args.label, seed=args.seed,
-                  classes=classes))
+    samples(run.module, run.data.test_x.shape[1], n=args.n, label=args.label, seed=args.seed, classes=classes, path=out)
+    print(out)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

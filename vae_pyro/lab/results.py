@@ -6,6 +6,7 @@ tables by ``load_comparison`` here, from the summary.json and metrics.jsonl file
     run = vp.load_run("runs/trace")              # .config, .module, .metrics, .evaluation
     c = vp.load_comparison("runs/compare")       # .table, .per_seed, .curves, .gradients, .differences
     c.run("iwae", seed=1).module                 # one of its runs, restored
+    figures.curves(c.histories)                  # vae_pyro.report.figures: the Figure, shown inline
 """
 
 import json
@@ -87,6 +88,12 @@ class Comparison:
                 for seed in self.seeds for name in self.estimators
                 for record in Run.open(self.folder(name, seed)).metrics()]
         return pd.DataFrame(rows)
+
+    @property
+    def histories(self) -> dict[str, list[list[dict]]]:
+        """{estimator: each seed's metrics records}, what ``report.figures.curves`` draws."""
+        return {name: [self.curves.query("estimator == @name and seed == @seed").drop(columns=["seed", "estimator"])
+                       .to_dict("records") for seed in self.seeds] for name in self.estimators}
 
     def folder(self, estimator: str, seed: int | None = None) -> Path:
         """The run folder of ``estimator`` at ``seed`` (the first seed by default)."""

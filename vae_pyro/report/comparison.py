@@ -21,7 +21,7 @@ def write(comparison: ComparisonRun) -> Path:
 def _snr_figure(grads: list[dict], out: Path) -> dict[str, Path]:
     """The SNR-against-K figure, where the IWAE family was diagnosed at several K."""
     ks = {g["k"] for g in grads if g["k"] is not None}
-    return {"snr_vs_k": plots.snr_vs_k(grads, out / "figures" / "snr_vs_k.png")} if len(ks) > 1 else {}
+    return {"snr_vs_k": plots.draw(out / "figures", "snr_vs_k.png", plots.snr_vs_k, grads)} if len(ks) > 1 else {}
 
 
 def write_seed(seed: SeedResult, comparison: ComparisonRun) -> Path:
@@ -31,10 +31,11 @@ def write_seed(seed: SeedResult, comparison: ComparisonRun) -> Path:
         write_run_report(out / name, seed.configs[name], run.module, comparison.data, run.history)
     grads = seed.summary["gradients"]
     figures = {
-        "curves": plots.curves({n: [t.history] for n, t in seed.trained.items()}, out / "figures" / "curves.png"),
-        "gradients": plots.gradients(grads, out / "figures" / "gradients.png"),
-        "loss_values": plots.loss_values({n: v["draws"] for n, v in seed.losses.items()},
-                                         out / "figures" / "loss_values.png"),
+        "curves": plots.draw(out / "figures", "curves.png", plots.curves,
+                             {n: [t.history] for n, t in seed.trained.items()}),
+        "gradients": plots.draw(out / "figures", "gradients.png", plots.gradients, grads),
+        "loss_values": plots.draw(out / "figures", "loss_values.png", plots.loss_values,
+                                  {n: v["draws"] for n, v in seed.losses.items()}),
         **_snr_figure(grads, out),
     }
     return write_report(out, seed.summary, figures)
@@ -47,10 +48,10 @@ def write_over_seeds(comparison: ComparisonRun) -> Path:
     histories = {n: [s.trained[n].history for s in seeds] for n in comparison.spec.names}
     likelihood = LikelihoodKey.first_in(summary["estimators"][0]).name
     figures = {
-        "curves": plots.curves(histories, out / "figures" / "curves.png"),
-        "seeds": plots.seed_differences(summary["per_seed"], summary["estimators"], summary["reference"],
-                                        ["test_elbo", likelihood], out / "figures" / "seeds.png"),
-        "gradients": plots.gradients(summary["gradients"], out / "figures" / "gradients.png"),
+        "curves": plots.draw(out / "figures", "curves.png", plots.curves, histories),
+        "seeds": plots.draw(out / "figures", "seeds.png", plots.seed_differences, summary["per_seed"],
+                            summary["estimators"], summary["reference"], ["test_elbo", likelihood]),
+        "gradients": plots.draw(out / "figures", "gradients.png", plots.gradients, summary["gradients"]),
         **_snr_figure(summary["gradients"], out),
     }
     return write_seeds_report(out, summary, figures)

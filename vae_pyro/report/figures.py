@@ -1,6 +1,8 @@
-"""Figures: seaborn on matplotlib ``Figure`` objects for plots (no pyplot, so no backend is chosen and no
-global style is set: the house style applies inside each figure function only), torchvision grids for
-images. Each function writes one PNG, atomically, and returns its path."""
+"""Figures: seaborn on matplotlib ``Figure`` objects (no pyplot, so no backend is chosen and no global
+style is set: the house style applies inside each figure function only), torchvision grids for images.
+Each function returns its ``Figure``, which a notebook shows inline; given ``path=`` it also writes it
+there as a PNG, atomically (what the command line does). A function that draws one panel takes
+``ax=``, an axes of the caller's own figure, to draw into."""
 
 import io
 from functools import wraps
@@ -10,6 +12,7 @@ import matplotlib
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 from torch.distributions import Normal
@@ -35,22 +38,34 @@ def themed(draw):
 
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, **kwargs):
-    """A new ``Figure`` and its axes, as ``plt.subplots`` makes them but outside pyplot's state."""
-    fig = Figure(figsize=figsize)
+    """A new ``Figure`` (constrained layout) and its axes, as ``plt.subplots`` makes them but outside pyplot's state."""
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def save(fig: Figure, path: Path) -> Path:
-    fig.set_layout_engine("constrained")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
-    return path
+def panel(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The caller's axes and its figure, or a new figure of one panel."""
+    return (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
+
+
+def finish(fig: Figure, path: Path | None) -> Figure:
+    """``fig``, written to ``path`` as a PNG first when a path is given."""
+    if path is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    return fig
+
+
+def draw(folder: Path, name: str, plot, *args, **kwargs) -> Path | None:
+    """``plot(*args, path=folder / name, **kwargs)``; the PNG's path, or None when it had nothing to draw."""
+    path = folder / name
+    return path if plot(*args, path=path, **kwargs) is not None else None
 
 
 @themed
-def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+def curves(histories: dict[str, list[list[dict]]], path: Path | None = None) -> Figure:
     """Test ELBO against epoch and against training seconds, one line per estimator: the mean over its
     runs (one per seed), with a band of ± 1 se over seeds where there are several. The seconds axis is
     each epoch's cumulative training time averaged over the seeds."""
@@ -71,21 +86,22 @@ def curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
     lo = df.groupby("estimator")["test ELBO (nats)"].max().min()
     axes[0].set_ylim(lo - 60, df["test ELBO (nats)"].max() + 5)  # the first epochs of a slow estimator fall below
     axes[1].get_legend().remove()
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def grad_variance(histories: dict[str, list[list[dict]]], path: Path, steps_per_epoch: int) -> Path:
+def grad_variance(histories: dict[str, list[list[dict]]], steps_per_epoch: int, path: Path | None = None,
+                  ax: Axes | None = None) -> Figure:
     """log of the guide gradient's variance (``--grad-variance``, after each epoch) against training steps, one
     line per estimator: the mean over its runs (one per seed) with a band of ± 1 se."""
     rows = [{"estimator": name, "seed": seed, "training steps": r["epoch"] * steps_per_epoch,
              "log variance of the guide's gradient": r["log_guide_grad_variance"]}
             for name, runs in histories.items() for seed, history in enumerate(runs) for r in history
             if "log_guide_grad_variance" in r]
-    fig, ax = subplots(figsize=(7, 4.2))
+    fig, ax = panel(ax, (7, 4.2))
     sns.lineplot(pd.DataFrame(rows), x="training steps", y="log variance of the guide's gradient", hue="estimator",
                  ax=ax, marker="o", markersize=3, errorbar="se")
-    return save(fig, path)
+    return finish(fig, path)
 
 
 def per_unit(stats: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -99,7 +115,7 @@ def per_unit(stats: list[dict]) -> tuple[pd.DataFrame, str]:
 
 
 @themed
-def gradients(stats: list[dict], path: Path) -> Path:
+def gradients(stats: list[dict], path: Path | None = None) -> Figure:
     """Per-parameter gradient variance (log scale) and SNR, guide (φ) vs model (θ), per estimator and
     point; bars are means over the fixed batches (or seeds), error bars ± 1 se over them."""
     df, unit = per_unit(stats)
@@ -118,11 +134,11 @@ def gradients(stats: list[dict], path: Path) -> Path:
                 ax.set_title(f"gradients at {point} (± 1 se over {unit}s)")
             if i or j:
                 ax.get_legend().remove()
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def snr_vs_k(stats: list[dict], path: Path) -> Path:
+def snr_vs_k(stats: list[dict], path: Path | None = None) -> Figure:
     """Gradient SNR against K for the multi-sample estimators, one panel per parameter group and point,
     ± 1 se over the fixed batches (or seeds)."""
     df, unit = per_unit([g for g in stats if g["k"] is not None])
@@ -140,11 +156,12 @@ def snr_vs_k(stats: list[dict], path: Path) -> Path:
                          fontsize=10)
             if i or j:
                 ax.get_legend().remove()
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, metrics: list[str], path: Path) -> Path:
+def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, metrics: list[str],
+                     path: Path | None = None) -> Figure:
     """Per metric two panels: each seed's value per estimator (dots) with the mean; and the paired
     difference to ``reference`` with its 95% interval (rows of ``stats.over_seeds``)."""
     df = pd.DataFrame(per_seed)
@@ -170,21 +187,21 @@ def seed_differences(per_seed: list[dict], rows: list[dict], reference: str, met
         ax.set_ylabel(f"Δ {label} vs {reference} (nats)")
         ax.set_title(f"paired difference over {df['seed'].nunique()} seeds, 95% interval", fontsize=10)
         ax.tick_params(axis="x", rotation=30)
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def loss_values(draws: dict[str, list[float]], path: Path) -> Path:
+def loss_values(draws: dict[str, list[float]], path: Path | None = None, ax: Axes | None = None) -> Figure:
     """Distribution of each estimator's loss value over many draws at fixed parameters."""
     df = pd.DataFrame([{"estimator": n, "loss per image (nats)": v} for n, vs in draws.items() for v in vs])
-    fig, ax = subplots(figsize=(8, 4.2))
+    fig, ax = panel(ax, (8, 4.2))
     sns.violinplot(df, x="estimator", y="loss per image (nats)", ax=ax, inner="quartile", cut=0)
     ax.set_xlabel("")
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path) -> Path:
+def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path | None = None) -> Figure:
     """IWAE bound (mean ± 2 se over draws) against K, one panel per parameter point, with that
     point's exact log p(x) as a dashed line. ``rows``: {"point", "k", "bound", "se"}."""
     df = pd.DataFrame(rows)
@@ -199,20 +216,26 @@ def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path) -> Path:
         ax.set_ylabel("nats per point")
         ax.set_title(point)
         ax.legend(loc="lower right")
-    return save(fig, path)
+    return finish(fig, path)
 
 
 # --- images -----------------------------------------------------------------------------------
 
 
-def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
-    """(N, 784) pixels in [0, 1] as a grid of 28×28 images, ``nrow`` per row, 2-pixel padding."""
+def image_grid(images: torch.Tensor, nrow: int, path: Path | None = None) -> Figure:
+    """(N, 784) pixels in [0, 1] as a grid of 28×28 images, ``nrow`` per row, 2-pixel padding: a figure of the
+    grid at one inch per 100 pixels; given ``path``, the grid itself written there as a PNG, pixel for pixel."""
     grid = make_grid(images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, SIDE, SIDE), nrow=nrow, padding=2)
-    buffer = io.BytesIO()
-    save_image(grid, buffer, format="png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
-    return path
+    if path is not None:
+        buffer = io.BytesIO()
+        save_image(grid, buffer, format="png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    fig = Figure(figsize=(grid.shape[2] / DPI, grid.shape[1] / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    return fig
 
 
 def image_site(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> tuple[str, dict] | None:
@@ -232,8 +255,8 @@ def class_labels(module: nn.Module, n: int, label: int | None, classes: int, dev
 
 
 @torch.no_grad()
-def samples(module: nn.Module, x_dim: int, path: Path, n: int = 64, label: int | None = None, seed: int = 0,
-            classes: int = 10) -> Path:
+def samples(module: nn.Module, x_dim: int, n: int = 64, label: int | None = None, seed: int = 0, classes: int = 10,
+            path: Path | None = None) -> Figure:
     """E[x | z] for z drawn from the model's prior (the observed site unconditioned). A conditional
     model without ``label``: one column per class (n rounded up to a multiple of ``classes``)."""
     device = next(module.parameters()).device
@@ -242,19 +265,20 @@ def samples(module: nn.Module, x_dim: int, path: Path, n: int = 64, label: int |
     y = class_labels(module, n, label, classes, device)
     with traces.seeded_rng(seed, device):
         images = traces.observed_mean(module, torch.zeros(n, x_dim, device=device), y, from_prior=True)
-    return save_grid(images, columns, path)
+    return image_grid(images, columns, path)
 
 
 @torch.no_grad()
-def reconstructions(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, n: int = 16) -> Path:
+def reconstructions(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, n: int = 16, path: Path | None = None
+                    ) -> Figure:
     """The first ``n`` test images (top row) above E[x | z] with z at the guide's mean (bottom row)."""
     x, y = x[:n], y[:n] if y is not None else None
-    return save_grid(torch.cat([x, traces.observed_mean(module, x, y)]), n, path)
+    return image_grid(torch.cat([x, traces.observed_mean(module, x, y)]), n, path)
 
 
 @torch.no_grad()
-def traversals(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, dims: int = 10,
-               steps: int = 9) -> Path | None:
+def traversals(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, dims: int = 10, steps: int = 9,
+               path: Path | None = None) -> Figure | None:
     """Row d: coordinate d of the latent site nearest the data swept over N(0, 1)'s 5%-95% quantiles, the
     others at the guide's mean for one test image. None when the model has no such site."""
     found = image_site(module, x, y)
@@ -270,12 +294,13 @@ def traversals(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path:
     cond = y[:1].expand(len(z)) if y is not None else None
     with traces.seeded_rng(0, z.device):
         images = traces.observed_mean(module, x[:1].expand(len(z), -1), cond, latents={name: z}, from_prior=True)
-    return save_grid(images, steps, path)
+    return image_grid(images, steps, path)
 
 
 @torch.no_grad()
 @themed
-def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, grid: int = 15) -> Path | None:
+def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int = 15, path: Path | None = None
+                 ) -> Figure | None:
     """Guide means of test images coloured by label ``y`` for the latent site nearest the data: its two
     coordinates when it is 2-dimensional (with the decoded manifold on an inverse-CDF grid, as in Kingma &
     Welling 2013, fig. 4, for an unconditional model), else its first two principal components."""
@@ -306,14 +331,14 @@ def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path
         axes[0, 1].imshow(make_grid(tiles, nrow=grid, padding=0)[0].numpy(), cmap="gray")
         axes[0, 1].set_title(f"decoded manifold (inverse-CDF grid over {name})")
         axes[0, 1].axis("off")
-    return save(fig, path)
+    return finish(fig, path)
 
 
 @themed
-def run_curves(history: list[dict], path: Path) -> Path:
+def run_curves(history: list[dict], path: Path | None = None, ax: Axes | None = None) -> Figure:
     """One run's training curves: the test terms (ELBO, reconstruction, KL) and the training objective per epoch."""
     keys = [k for k in history[0] if k.startswith(("train_", "test_"))]
     df = pd.DataFrame([{"epoch": r["epoch"], "term": k, "nats per image": r[k]} for r in history for k in keys])
-    fig, ax = subplots(figsize=(7, 4.2))
+    fig, ax = panel(ax, (7, 4.2))
     sns.lineplot(df, x="epoch", y="nats per image", hue="term", marker="o", markersize=3, ax=ax)
-    return save(fig, path)
+    return finish(fig, path)

@@ -220,16 +220,16 @@ def write_run_report(run_dir: str | Path, cfg: Config, module: nn.Module, data: 
     run_dir = Path(run_dir)
     y = labels(module, data.test_y)
     figures = run_dir / "figures"
-    made = {"training curves": plots.run_curves(history, figures / "curves.png")}
+    made = {"training curves": plots.draw(figures, "curves.png", plots.run_curves, history)}
     if data.test_x.shape[1] == plots.SIDE * plots.SIDE:
         made["test images (top) and their reconstructions with the latents at the guide's mean (bottom)"] = \
-            plots.reconstructions(module, data.test_x, y, figures / "reconstructions.png")
+            plots.draw(figures, "reconstructions.png", plots.reconstructions, module, data.test_x, y)
         if traces.latent_sites(module, data.test_x[:1], None if y is None else y[:1]):
             made["samples from the prior" + (", one column per class" if y is not None else "")] = \
-                plots.samples(module, data.test_x.shape[1], figures / "samples.png")
-        made["latent space"] = plots.latent_space(module, data.test_x, data.test_y, figures / "latent.png")
-        made["latent traversals: row d sweeps coordinate d"] = plots.traversals(module, data.test_x, y,
-                                                                               figures / "traversals.png")
+                plots.draw(figures, "samples.png", plots.samples, module, data.test_x.shape[1])
+        made["latent space"] = plots.draw(figures, "latent.png", plots.latent_space, module, data.test_x, data.test_y)
+        made["latent traversals: row d sweeps coordinate d"] = plots.draw(figures, "traversals.png", plots.traversals,
+                                                                         module, data.test_x, y)
     last = history[-1]
     rows = [[k, f"{v:.2f}"] for k, v in last.items() if k.startswith(("train_", "test_"))]
     body = "\n\n".join(f"### {title}\n\n![{title}]({p.relative_to(run_dir).as_posix()})"
