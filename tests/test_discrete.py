@@ -6,6 +6,7 @@ a leave-one-out baseline that includes its own draw (a silent bias) does not; gu
 shown, and falls with its temperature while its variance rises. At fixed weights on the binary VAE,
 the variance claims of the papers that hold here are asserted (``docs``: the measured table)."""
 
+import contextlib
 import itertools
 import math
 import runpy
@@ -20,7 +21,7 @@ from torch import nn
 
 from vae_pyro import estimators
 from vae_pyro.errors import VaeError
-from vae_pyro.estimators import arm, relax, rloo
+from vae_pyro.estimators import arm, gumbel, relax, rloo
 from vae_pyro.lab import traces
 from vae_pyro.models.binary_vae import PriorLogits
 
@@ -227,6 +228,31 @@ def test_rebar_with_z_in_place_of_its_conditional_draw_is_caught(categories, mon
     monkeypatch.setitem(relax.POINTS, "one-hot", (without_conditional, relax.POINTS["one-hot"][1]))
     exact = categories[-1]
     assert abs(z_of(projected(categories, draws(categories, "rebar"))["guide"], exact["guide"])) > 4
+
+
+def test_gumbel_straight_through_at_one_hot_sites_follows_the_kl_term_too(categories, monkeypatch):
+    """With a decoder blind to z, f = log p(z) − log q(z | x) and the exact φ-gradient is −∇KL. The
+    straight-through gradient must follow it (its projection on the exact direction > 4 se above 0): through
+    one-hot densities that read only the argmax it had no path, and a mean of zero (the negative control)."""
+    module, x, groups = categories[:3]
+    with torch.no_grad():
+        saved = module.decoder.weight.clone()
+        module.decoder.weight.zero_()
+    try:
+        exact = exact_gradient(module, x, groups)["guide"]
+        u = exact / exact.norm()
+
+        def along_exact():
+            return draws(categories, "gumbel-st", temperature=0.5)["guide"] @ u
+
+        with_path = along_exact()
+        assert z_of(with_path, 0.0) > 4, z_of(with_path, 0.0)
+        monkeypatch.setattr(gumbel, "OffVertexDensities", contextlib.nullcontext)
+        without = along_exact()
+        assert abs(z_of(without, 0.0)) < 4, z_of(without, 0.0)
+    finally:
+        with torch.no_grad():
+            module.decoder.weight.copy_(saved)
 
 
 def towards_iwae(setting, grads: dict[str, torch.Tensor], k: int) -> dict[str, tuple[float, float]]:

@@ -5,6 +5,9 @@ Maddison, Mnih & Teh 2017; Bengio et al. 2013). Each draw is the exact discrete 
 
 and in the backward pass the gradient flows through its relaxation y = σ((α + ℓ)/τ) or
 softmax((α + g)/τ) at temperature τ (``--temperature``), as if b were y: the value is b + (y − ⊥y).
+f's densities of z are extended off the vertices (``discrete.OffVertexDensities``), so ∂f/∂b includes
+the prior's and the guide's terms at one-hot sites as at Bernoulli ones (torch's one-hot density reads
+only the argmax, which left the KL term without a path).
 The bound's value and its gradient in θ are those of the ELBO (b is an exact draw); its gradient in
 φ is biased, the more so the further f(z) = log p_θ(x, z) − log q_φ(z | x) is from linear in z.
 """
@@ -12,7 +15,7 @@ The bound's value and its gradient in θ are those of the ELBO (b is an exact dr
 import torch
 import torch.nn.functional as F
 
-from vae_pyro.estimators.discrete import AtPoints
+from vae_pyro.estimators.discrete import AtPoints, OffVertexDensities
 from vae_pyro.estimators.particles import ParticleBound
 from vae_pyro.estimators.spec import EstimatorSpec, expects
 
@@ -40,7 +43,8 @@ class GumbelStraightThrough(ParticleBound):
     def _surrogate_and_bound(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         at = AtPoints(lambda name, site_kind, alpha: (straight_through(site_kind, alpha, self.temperature), None),
                       1, -(self.max_plate_nesting + 1), "gumbel-st")
-        log_w, _, _ = self.log_weights(model, guide, args, kwargs, handler=at)
+        with OffVertexDensities():
+            log_w, _, _ = self.log_weights(model, guide, args, kwargs, handler=at)
         return log_w.mean(0).sum(), log_w.detach().mean(0).sum()
 
 
