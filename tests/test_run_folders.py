@@ -118,3 +118,14 @@ def test_the_memory_check_follows_the_memory_available(monkeypatch, tmp_path):
     with pytest.raises(VaeError, match="a training step needs about"):
         fit(cfg, tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_replaced_run_keeps_no_evaluation_of_the_weights_it_replaced(tmp_path):
+    """--force trains anew in the same folder: an evaluation.json left there would be of the old weights, and
+    compare reuses an evaluation of the same epoch count (the numbers of another model, silently)."""
+    out = tmp_path / "r"
+    fit(Config(**{**TINY, "epochs": 1}), out, progress=False)
+    first = evaluate.evaluate_run(out, k=5, device="cpu")
+    fit(Config(**{**TINY, "epochs": 1, "seed": 1}), out, force=True, progress=False)
+    assert not (out / "evaluation.json").exists()
+    assert evaluate.evaluate_run(out, k=5, device="cpu")["test_elbo"] != first["test_elbo"]

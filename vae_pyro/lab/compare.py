@@ -46,7 +46,7 @@ from vae_pyro.lab.experiment import (
     resolve_device,
     restore_run,
 )
-from vae_pyro.lab.runs import CHECKPOINT, FolderLock, atomic_write, write_json
+from vae_pyro.lab.runs import CHECKPOINT, EVALUATION, FolderLock, atomic_write, write_json
 from vae_pyro.lab.train import Interrupted, fit
 from vae_pyro.lab.trainers import make_trainer
 
@@ -336,7 +336,7 @@ def seed_metrics(summary: dict) -> list[str]:
 
 def _evaluation(run_dir: Path, module: nn.Module, data: Data, epochs: int, k: int, progress: bool) -> dict:
     """The run's evaluation.json if it is of this K and the final epoch, else a fresh evaluation (written there)."""
-    path = run_dir / "evaluation.json"
+    path = run_dir / EVALUATION
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("epochs") == epochs and LikelihoodKey(k).name in saved:

@@ -15,7 +15,7 @@ from vae_pyro.estimators import discrete
 from vae_pyro.estimators.bounds import log_mean_exp
 from vae_pyro.lab import compiling, traces
 from vae_pyro.lab.experiment import EVAL_SEED, Data, labels, restore_run
-from vae_pyro.lab.runs import write_json
+from vae_pyro.lab.runs import EVALUATION, write_json
 
 LABELS = torch.Tensor | None
 
@@ -175,7 +175,7 @@ def evaluate_run(run_dir: str | Path, k: int = 1000, device: str = "auto", progr
     run = restore_run(run_dir, device)
     if compile:
         compiling.compile_model(run.module)
-    path = Path(run_dir) / "evaluation.json"
+    path = Path(run_dir) / EVALUATION
     saved = json.loads(path.read_text()) if path.exists() else {}
     kept = {name: saved[name] for key in LikelihoodKey.all_in(saved) for name in (key.name, key.se)} \
         if saved.get("epochs") == run.epochs else {}

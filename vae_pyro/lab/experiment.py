@@ -14,7 +14,7 @@ from vae_pyro import data, estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import traces
-from vae_pyro.lab.runs import Run
+from vae_pyro.lab.runs import EVALUATION, Run
 from vae_pyro.models import contract
 
 EVAL_SEED = 2013  # the test set's fixed binarisation and evaluation noise: the same for every run
@@ -132,7 +132,7 @@ class RestoredRun:
 
     @property
     def evaluation(self) -> dict:
-        path = self.path / "evaluation.json"
+        path = self.path / EVALUATION
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def __repr__(self) -> str:
