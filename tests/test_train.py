@@ -125,7 +125,7 @@ def test_gaussian_likelihood_trains(tmp_path):
     result = fit(Config(likelihood="gaussian", **TINY), tmp_path / "r", progress=False)
     assert result.history[1]["test_elbo"] > result.history[0]["test_elbo"]
     # a notebook shows it in a line and its history as a table
-    assert repr(result) == f"FitResult({tmp_path / 'r'}: vae × trace, 2 epochs, test ELBO {result.history[1]['test_elbo']:.2f})"
+    assert repr(result) == f"FitResult({tmp_path / 'r'}: vae × meanfield, 2 epochs, test ELBO {result.history[1]['test_elbo']:.2f})"
     assert list(result.metrics.index) == [1, 2] and "<table" in result._repr_html_()
 
 

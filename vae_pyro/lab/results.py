@@ -82,18 +82,16 @@ class Comparison:
         return pd.DataFrame(rows, columns=["estimator", "metric", "diff", "lo", "hi"])
 
     @cached_property
+    def histories(self) -> dict[str, list[list[dict]]]:
+        """{estimator: each seed's metrics.jsonl records}, what ``report.figures.curves`` draws."""
+        return {name: [Run.open(self.folder(name, seed)).metrics() for seed in self.seeds] for name in self.estimators}
+
+    @cached_property
     def curves(self) -> pd.DataFrame:
         """seed, estimator, epoch and every metric each run recorded after each epoch."""
-        rows = [{"seed": seed, "estimator": name, **record}
-                for seed in self.seeds for name in self.estimators
-                for record in Run.open(self.folder(name, seed)).metrics()]
-        return pd.DataFrame(rows)
-
-    @property
-    def histories(self) -> dict[str, list[list[dict]]]:
-        """{estimator: each seed's metrics records}, what ``report.figures.curves`` draws."""
-        return {name: [self.curves.query("estimator == @name and seed == @seed").drop(columns=["seed", "estimator"])
-                       .to_dict("records") for seed in self.seeds] for name in self.estimators}
+        return pd.DataFrame([{"seed": seed, "estimator": name, **record}
+                             for name, runs in self.histories.items() for seed, history in zip(self.seeds, runs)
+                             for record in history])
 
     def folder(self, estimator: str, seed: int | None = None) -> Path:
         """The run folder of ``estimator`` at ``seed`` (the first seed by default)."""
