@@ -148,20 +148,16 @@ def test_check_prints_a_row_per_quantity_and_exits_1_on_a_failure(capsys):
 
 
 @pytest.mark.parametrize("model, options", [
-    ("vae", ["--hidden", "32", "--z-dim", "4"]), ("cvae", ["--hidden", "32", "--z-dim", "4"]), ("ae", []),
-    (f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", []),
+    ("vae", ["--hidden", "32", "--z-dim", "4"]),
+    pytest.param("cvae", ["--hidden", "32", "--z-dim", "4"], marks=pytest.mark.slow),  # the 10-minute budget
+    pytest.param("ae", [], marks=pytest.mark.slow),
+    pytest.param(f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", [], marks=pytest.mark.slow),
     (f"{EXAMPLES / 'mixture_prior.py'}:MixturePriorVAE", ["--model-option", "width=32"]),
-    (f"{EXAMPLES / 'linear.py'}:LinearGaussian", ["--dataset", "synthetic-linear", "--binarize", "none"]),
+    pytest.param(f"{EXAMPLES / 'linear.py'}:LinearGaussian", ["--dataset", "synthetic-linear", "--binarize", "none"],
+                 marks=pytest.mark.slow),
     ("binary-vae", ["--z-dim", "20", "--model-option", "net=nonlinear"]), ("categorical-vae", []),
 ])
 def test_check_passes_on_the_built_in_models_and_the_examples(model, options, capsys):
     main(["check", "--model", model, *options, "--draws", "10", "--batch", "8", "--quiet"])
     out = capsys.readouterr().out
     assert "FAILED" not in out and " ok" in out
-
-
-def test_the_readme_estimator_table_is_the_records():
-    from vae_pyro.report.markdown import estimator_table
-
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    assert estimator_table() in readme, "README's estimator table drifted: paste estimator_table()'s output"
