@@ -28,6 +28,7 @@ def refused(capsys, args: list[str]) -> str:
     return err
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_train_evaluate_and_check_from_the_command_line(tmp_path):
     out = tmp_path / "run"
     done = run_cli("train", "--epochs", "2", "--out", str(out), *SMALL)

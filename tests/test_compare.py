@@ -54,6 +54,7 @@ def test_hand_and_meanfield_train_to_the_same_weights(compared):
     assert rows["hand"]["test_elbo"] == pytest.approx(rows["meanfield"]["test_elbo"], abs=1e-3)
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_resume_keeps_finished_estimators_and_refuses_another_list(compared, tmp_path):
     out, _ = compared
     before = {n: (out / n / "checkpoint.pt").stat().st_mtime_ns for n in NAMES}
@@ -74,6 +75,7 @@ def test_bad_estimator_list_is_refused_in_one_line(capsys, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_jobs_train_in_separate_processes_and_give_the_same_numbers(compared, tmp_path):
     """--jobs 2 trains each estimator in its own process (one thread each); the results equal one-by-one
     training to 1e-4 nats (bit for bit here; thread counts may change the last bits of a sum elsewhere)."""
@@ -136,6 +138,7 @@ def test_seed_rows_hold_means_ses_and_paired_intervals(compared_seeds):
     assert {(g["seed"], g["batch"]) for g in summary["gradients"]} == {(s, b) for s in (0, 1, 2) for b in (0, 1)}
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_seeds_resume_and_refuse_another_count(compared_seeds):
     out, summary = compared_seeds
     before = (out / "seed-2" / "hand" / "checkpoint.pt").stat().st_mtime_ns
@@ -153,6 +156,7 @@ def test_a_reference_outside_the_comparison_is_refused(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_cli_seeds_prints_the_table_over_seeds(compared_seeds, capsys):
     out, _ = compared_seeds
     main(["compare", "--estimators", "trace,meanfield,hand", "--seeds", "3", "--out", str(out), "--resume",

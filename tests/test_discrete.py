@@ -352,11 +352,13 @@ def below(variances, low: str, high: str) -> float:
     return (b - a) / math.hypot(a_se, b_se)
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_disarm_has_less_variance_than_arm(variances):
     """Dong, Mnih & Tucker 2020: DisARM is ARM with u integrated out given the pair."""
     assert below(variances, "disarm", "arm") > 4
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_rebar_and_relax_fitted_at_the_weights_have_less_variance_than_rloo_and_disarm(variances):
     """With their control variates fitted (on other training batches), the relaxation's correction, at one more
     evaluation of f, beats the leave-one-out baseline and DisARM here. How DisARM and RLOO, and RELAX and

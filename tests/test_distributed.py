@@ -74,6 +74,7 @@ def test_estimators_without_a_differentiable_loss_are_refused():
         wrap(estimators.make("score"), vae, World(0, 2, 0), torch.device("cpu"))
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_torchrun_trains_and_resumes_a_run(tmp_path):
     def torchrun(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -81,6 +81,7 @@ def test_a_killed_run_resumes_to_the_same_bits_slow_tier(tmp_path, reference, po
     kill_and_resume(point, tmp_path / "run", reference)
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_a_killed_comparison_resumes_without_retraining_what_finished(tmp_path):
     args = ["compare", "--estimators", "trace,hand", "--hidden", "32", "--z-dim", "4", "--batch-size", "256",
             "--epochs", "2", "--k", "10", "--grad-draws", "5", "--loss-draws", "10", "--quiet"]

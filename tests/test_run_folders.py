@@ -27,6 +27,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vae_pyro", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it
 def test_a_second_writer_is_refused_and_a_killed_writer_blocks_nothing(tmp_path):
     out = tmp_path / "r"
     first = subprocess.Popen([sys.executable, "-m", "vae_pyro", "train", *SMALL, "--epochs", "500", "--out", str(out)],
