@@ -28,6 +28,7 @@ from torch import nn
 
 from vae_pyro import data as datasets
 from vae_pyro import estimators as registry
+from vae_pyro import tracking
 from vae_pyro.config import Config
 from vae_pyro.lab import checks, diagnostics, traces
 from vae_pyro.lab import evaluate as evaluation
@@ -73,27 +74,30 @@ def _out(out: str | Path | None, what: str) -> Path:
 
 
 def fit(model: type | str = "vae", data: datasets.Dataset | str | None = None, out: str | Path | None = None,
-        resume: bool = False, force: bool = False, progress: bool = True, **options: Any) -> FitResult:
-    """Train ``model`` on ``data`` into run folder ``out``; return the trained module, data and history."""
-    cfg = config(model, data, **options)
-    return fit_run(cfg, _out(out, cfg.estimator), resume, force, progress, data=_prepared(cfg, data))
+        resume: bool = False, force: bool = False, progress: bool = True, log: str | None = None,
+        log_uri: str | None = None, **options: Any) -> FitResult:
+    """Train ``model`` on ``data`` into run folder ``out``; return the trained module, data and history.
+    ``log``: ``tensorboard`` or ``mlflow`` tracks every step's loss live (at ``log_uri``, default inside ``out``)."""
+    cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
+    return fit_run(cfg, _out(out, cfg.estimator), resume, force, progress, data=_prepared(cfg, data), log=sink)
 
 
 def compare(model: type | str = "vae", data: datasets.Dataset | str | None = None,
             estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
             grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
             progress: bool = True, seeds: int = 1, reference: str | None = None, grad_batches: int = 3,
-            **options: Any) -> Comparison:
+            log: str | None = None, log_uri: str | None = None, **options: Any) -> Comparison:
     """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed,
     for ``seeds`` seeds (then one row per estimator with its mean and se over seeds and its paired
     difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``; the
-    result is the folder read back (``load_comparison``)."""
-    cfg = config(model, data, **options)
+    result is the folder read back (``load_comparison``). ``log``: ``tensorboard`` or ``mlflow``, one
+    experiment with a run per estimator and seed (``seed-S/estimator``), at ``log_uri`` (default inside ``out``)."""
+    cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
     spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws, jobs)
     compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",
-                 dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison)
+                 dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison, log=sink)
     return load_comparison(out)
 
 

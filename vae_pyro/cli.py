@@ -78,6 +78,15 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind, help=f.metadata["help"] + shown)
 
 
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    from vae_pyro.tracking import KINDS
+
+    p.add_argument("--log", help=f"track every step's loss, the epochs, the config, the evaluation and the figures "
+                                 f"live: {', '.join(KINDS)} (the extra of that name)")
+    p.add_argument("--log-uri", help="TensorBoard's log folder or MLflow's tracking URI [tensorboard/ or the file "
+                                     "store mlruns/ in --out]")
+
+
 def given(args: argparse.Namespace) -> dict:
     """The Config fields the user set on the command line."""
     options = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
@@ -97,7 +106,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vae_pyro.lab.runs import Run
     from vae_pyro.lab.train import fit
     from vae_pyro.report.markdown import write_run_report
+    from vae_pyro.tracking import requested
 
+    log = requested(args.log, args.log_uri)
     options = given(args)
     if args.resume:
         if args.out is None:
@@ -108,10 +119,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.out is None and launched():
         raise VaeError("under torchrun, name the run folder with --out (every process must agree on it)")
     out = args.out or Path("runs") / f"{strftime('%Y%m%d-%H%M%S')}-{cfg.estimator}-{cfg.dataset}"
-    result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    result = fit(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet, log=log)
     if not result.leader:
         return
     write_run_report(result.run, cfg, result.module, result.data, result.history)
+    if log is not None:
+        with log.open(result.run) as sink:
+            sink.figures(result.run / "figures")
     print(f"\n{cfg.model} with {cfg.estimator} on {cfg.dataset}, {len(result.history)} epochs (nats per image)")
     print_table(result.final, ["elbo", "recon", "kl"])
     if result.history:
@@ -129,7 +143,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from vae_pyro.lab.distributed import launched
     from vae_pyro.report.comparison import write
     from vae_pyro.report.markdown import results_table, seeds_table
+    from vae_pyro.tracking import requested
 
+    log = requested(args.log, args.log_uri)
     out = args.out or Path("runs") / f"compare-{strftime('%Y%m%d-%H%M%S')}"
     command = "vae-pyro " + " ".join(shlex.quote(a) for a in args.argv)
     if args.out is None and launched():
@@ -137,7 +153,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     spec = CompareSpec(tuple(args.estimators), args.seeds, args.reference, args.k, args.grad_draws, args.grad_batches,
                        args.loss_draws, args.jobs)
     result = compare(given(args), spec, out, resume=args.resume, force=args.force, progress=not args.quiet,
-                     command=command, render=write)
+                     command=command, render=write, log=log)
     if result is None:
         return
     print("\n" + (seeds_table(result.summary) if result.over_seeds else results_table(result.summary)))
@@ -233,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_log_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train every estimator from the same start; summary, figures, report")
@@ -254,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grad-draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
     p.add_argument("--loss-draws", type=positive_int, default=500, help="loss draws per estimator [500]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_log_options(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("gradvar", help="gradient variance and SNR of estimators at a run's trained weights")

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyro
 import torch
@@ -49,6 +49,9 @@ from vae_pyro.lab.experiment import (
 from vae_pyro.lab.runs import CHECKPOINT, EVALUATION, FolderLock, atomic_write, write_json
 from vae_pyro.lab.train import Interrupted, fit
 from vae_pyro.lab.trainers import make_trainer
+
+if TYPE_CHECKING:  # lab never imports the trackers: compare is handed one
+    from vae_pyro.tracking import Tracking
 
 SNR_KS = (1, 5, 50)  # the IWAE rows of the gradient diagnostics
 MANIFEST = "compare.json"
@@ -146,8 +149,13 @@ def warm_up(cfg: Config, data: Data) -> None:
     pyro.clear_param_store()
 
 
-def _train(cfg: dict, run_dir: str, mode: str, position: int, label: str, threads: int | None, progress: bool,
-           data: Data | None = None):
+def tracked_as(cfg: Config) -> str:
+    """A run's name in the comparison's tracker: ``seed-S/estimator``."""
+    return f"seed-{cfg.seed}/{cfg.estimator}"
+
+
+def _train(cfg: dict, run_dir: str, mode: str, position: int, label: str, log: "Tracking | None",
+           threads: int | None, progress: bool, data: Data | None = None):
     """One estimator's run (in this process, or in a pool's: then ``data`` is None and it loads its own)."""
     if threads:
         torch.set_num_threads(threads)
@@ -155,7 +163,8 @@ def _train(cfg: dict, run_dir: str, mode: str, position: int, label: str, thread
     data = data or load_data(config, resolve_device(config.device))
     warm_up(config, data)
     result = fit(config, run_dir, resume=mode == "resume", force=mode == "force", progress=progress,
-                 label=f"{label:>13}", position=position, data=data)
+                 label=f"{label:>13}", position=position, data=data,
+                 log=None if log is None else log.named(tracked_as(config)))
     return result if given is not None else None
 
 
@@ -166,9 +175,10 @@ def _mode(run_dir: Path, resume: bool, force: bool) -> str:
 
 
 def train_all(configs: dict[str, Config], out: Path, data: Data, jobs: int, resume: bool, force: bool,
-              progress: bool) -> dict[str, Trained]:
+              progress: bool, log: "Tracking | None" = None) -> dict[str, Trained]:
     """Train every configuration (name: its run folder under ``out``); return name -> its trained run."""
-    args = [(c.to_dict(), str(out / n), _mode(out / n, resume, force), i, n) for i, (n, c) in enumerate(configs.items())]
+    args = [(c.to_dict(), str(out / n), _mode(out / n, resume, force), i, n, log)
+            for i, (n, c) in enumerate(configs.items())]
     if jobs == 1:
         results = {n: _train(*a, None, progress, data) for n, a in zip(configs, args)}
         return {n: Trained(r.module, r.history, r.estimator_state) for n, r in results.items()}
@@ -227,13 +237,17 @@ def check_estimators(names: list[str], configs: dict[str, Config], data: Data, d
 
 def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = False, force: bool = False,
             progress: bool = True, command: str = "vae-pyro compare", dataset: datasets.Dataset | None = None,
-            render: Callable[["ComparisonRun"], None] | None = None) -> "ComparisonRun | None":
+            render: Callable[["ComparisonRun"], None] | None = None, log: "Tracking | None" = None
+            ) -> "ComparisonRun | None":
     """Train, evaluate and diagnose every estimator of ``spec`` on the model ``options["model"]``, for
     ``spec.seeds`` seeds from ``options["seed"]`` on; write each seed's summary (and the summary over
     seeds); return the comparison (None on the ranks > 0 of a torchrun job). ``dataset``: tensors given
     from Python. ``render`` (the report's writer, ``report.comparison.write``) draws the figures and
-    reports while the folder's lock is still held."""
+    reports while the folder's lock is still held. ``log``: one tracker experiment for the comparison,
+    one run per estimator and seed (``seed-S/estimator``, with its evaluation and figures), and one
+    named ``comparison`` with the comparison's figures."""
     out, spec = Path(out), spec.checked()
+    log = None if log is None else log.within(out)
     names = list(spec.names)
     if spec.jobs > 1 and distributed.launched():
         raise VaeError("--jobs trains estimators side by side in one machine's processes; under torchrun use --jobs 1")
@@ -267,7 +281,7 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
     distributed.from_leader(prepare, world)
     try:
         trained = train_all({str(Path(folders[s]) / n): c for (s, n), c in runs.items()}, out, data, spec.jobs,
-                            resume, force, progress)
+                            resume, force, progress, log)
         if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
             return None
         seeds = {s: summarise(spec, {**options, "seed": s}, {n: runs[s, n] for n in names},
@@ -277,11 +291,26 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
         comparison = ComparisonRun(out, spec, summary, seeds, data)
         if render is not None:
             render(comparison)
+        if log is not None:
+            track_results(comparison, log)
         return comparison
     except Interrupted as e:
         raise Interrupted(f"{e} -- for the whole comparison: vae-pyro compare --out {out} --resume", e.signum) from None
     finally:
         lock.release()
+
+
+def track_results(comparison: ComparisonRun, log: "Tracking") -> None:
+    """Each run's evaluation and diagnostics (its summary row) and figures to its tracker run; the
+    comparison's figures to the run named ``comparison``."""
+    for seed in comparison.seeds.values():
+        for row in seed.summary["estimators"]:
+            name = row["estimator"]
+            with log.named(tracked_as(seed.configs[name])).open(seed.out / name) as sink:
+                sink.final(row)
+                sink.figures(seed.out / name / "figures")
+    with log.named("comparison").open(comparison.out) as sink:
+        sink.figures(comparison.out / "figures")
 
 
 def summarise(spec: CompareSpec, options: dict, configs: dict[str, Config], trained: dict[str, Trained],

@@ -15,8 +15,10 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -40,6 +42,9 @@ from vae_pyro.lab.experiment import (
 )
 from vae_pyro.lab.runs import CHECKPOINT, Run
 from vae_pyro.lab.trainers import make_trainer
+
+if TYPE_CHECKING:  # lab never imports the trackers: fit is handed one
+    from vae_pyro.tracking import Sink, Tracking
 
 
 class Diverged(VaeError):
@@ -138,9 +143,11 @@ def kl_weight(beta: float, warmup: int, epoch: int) -> float:
 
 def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, epoch: int, bar: tqdm,
                 world: distributed.World = distributed.SINGLE, state: EpochState | None = None,
-                stop: StopOnSignal | None = None) -> tuple[EpochState, bool]:
+                stop: StopOnSignal | None = None, on_step: Callable[[int, float], None] | None = None
+                ) -> tuple[EpochState, bool]:
     """One pass over shuffled batches, from ``state`` (a resumed epoch) on; returns the epoch's
     state and whether it finished (False: a stop signal arrived and the epoch is to be resumed).
+    ``on_step(step, loss per image)`` sees every step's loss (live tracking).
 
     ``y`` (labels) is passed on to a conditional model, None otherwise. Under torchrun every rank
     draws the same permutation and binarisation and trains on its shard of each global batch;
@@ -163,10 +170,17 @@ def train_epoch(trainer, x: torch.Tensor, y: torch.Tensor | None, cfg: Config, e
                     if epoch or state.step else f"no epoch had finished: start again with --lr {cfg.lr / 10:g} (or smaller)")
             raise Diverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; {kept}")
         state = EpochState(step + 1, state.total + loss, state.seen + len(idx), time.perf_counter() - start)
+        if on_step is not None:
+            on_step(step, loss / len(idx))
         bar.update()
         if stopping:
             return state, False
     return state, True
+
+
+def steps_per_epoch(cfg: Config, data: Data, world: distributed.World) -> int:
+    """Full global batches per epoch (the last, partial one is dropped)."""
+    return len(data.train_x) // (cfg.batch_size * world.size)
 
 
 def setup(cfg: Config) -> tuple[torch.device, distributed.World]:
@@ -231,11 +245,12 @@ def save(run: Run, cfg: Config, vae: nn.Module, trainer, history: list[dict], ep
 
 def fit(
     cfg: Config, out: str | Path, resume: bool = False, force: bool = False, progress: bool = True,
-    label: str | None = None, position: int = 0, data: Data | None = None,
+    label: str | None = None, position: int = 0, data: Data | None = None, log: "Tracking | None" = None,
 ) -> FitResult:
     """Train ``cfg`` into run folder ``out``, or continue it there when ``resume``. ``data``: the
     data already loaded (``experiment.load_data``), or tensors given from Python; by default
-    ``cfg.dataset`` is loaded.
+    ``cfg.dataset`` is loaded. ``log``: where every step's loss, the epochs and the final
+    evaluation are tracked live (``vae_pyro.tracking``).
 
     Progress: a bar per epoch; with a ``label``, one bar for the whole run at line ``position``
     (how `compare` shows one bar per estimator). Started by torchrun with several processes, it
@@ -246,29 +261,42 @@ def fit(
     vae, trainer = build(cfg, data, device, world)
     made_here = not Path(out).exists()  # a folder this call creates is removed if it fails before a checkpoint
     run = distributed.from_leader(lambda: Run.resume(out, cfg) if resume else Run.create(out, cfg, force), world)
+    sink = None
     try:
         history, partial = restore(run, vae, trainer, data, cfg, world, device) if resume else ([], EpochState())
+        steps = steps_per_epoch(cfg, data, world)
+        if log is not None and world.leader:
+            sink = log.open(run.path, len(history) * steps + partial.step, cfg.to_dict(), history, steps)
         epochs(run, cfg, vae, trainer, data, history, partial, world, device, progress and world.leader, label,
-               position)
+               position, sink)
         train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
         train_x = data.train_x if cfg.binarize != "dynamic" else binarise(data.train_x, seeded(EVAL_SEED, 1, device=device))
         final = {"train": evaluate.metrics(vae, train_x, train_y), "test": evaluate.metrics(vae, data.test_x, test_y)}
+        if sink is not None:
+            sink.final({f"{split}_{k}": v for split, values in final.items() for k, v in values.items()})
         return FitResult(run.path, vae, data, history, final, cfg, trainer.state_dict()["estimator"], world.leader)
-    except BaseException:
+    except BaseException as e:
+        if sink is not None:
+            sink.close("KILLED" if isinstance(e, Interrupted | KeyboardInterrupt) else "FAILED")
+            sink = None
         if made_here and world.leader and not (run.path / CHECKPOINT).exists():  # nothing worth keeping
             run.release()
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     finally:
+        if sink is not None:
+            sink.close()
         run.release()
 
 
 def epochs(run: Run, cfg: Config, vae: nn.Module, trainer, data: Data, history: list[dict], partial: EpochState,
-           world: distributed.World, device: torch.device, progress: bool, label: str | None, position: int) -> None:
+           world: distributed.World, device: torch.device, progress: bool, label: str | None, position: int,
+           sink: "Sink | None" = None) -> None:
     """The epochs from ``len(history)`` to ``cfg.epochs``: train, evaluate on the test set, append to
-    ``history``, checkpoint; on a stop signal, checkpoint the epoch's position and raise Interrupted."""
+    ``history``, send it to ``sink`` (every step's loss too), checkpoint; on a stop signal, checkpoint the
+    epoch's position and raise Interrupted."""
     beta = getattr(vae, "beta", None)  # the KL weight a warm-up rises to
-    steps = len(data.train_x) // (cfg.batch_size * world.size)
+    steps = steps_per_epoch(cfg, data, world)
     run_bar = tqdm(total=steps * (cfg.epochs - len(history)) - partial.step, desc=label, unit="step",
                    position=position, disable=not progress or label is None)
     train_y, test_y = labels(vae, data.train_y), labels(vae, data.test_y)
@@ -279,10 +307,13 @@ def epochs(run: Run, cfg: Config, vae: nn.Module, trainer, data: Data, history: 
             epoch_bar = tqdm(total=steps, initial=partial.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                              disable=not progress or label is not None)
             bar = epoch_bar if label is None else run_bar
-            state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop)
+            on_step = None if sink is None else (lambda step, loss, first=epoch * steps: sink.step(first + step, loss))
+            state, finished = train_epoch(trainer, data.train_x, train_y, cfg, epoch, bar, world, partial, stop, on_step)
             partial = EpochState()
             if not finished:
                 epoch_bar.close()
+                if sink is not None:
+                    sink.flush()
                 save(run, cfg, vae, trainer, history, state, data.train_x.shape[1], world, device)
                 name = signal.Signals(stop.signum).name
                 raise Interrupted(f"{name} at epoch {epoch + 1}, step {state.step}: checkpoint written; continue "
@@ -299,5 +330,7 @@ def epochs(run: Run, cfg: Config, vae: nn.Module, trainer, data: Data, history: 
             if beta is not None:
                 record["kl_weight"] = vae.beta
             history.append({**record, "seconds": state.seconds})
+            if sink is not None:  # flushed before the checkpoint that claims it
+                sink.epoch(history[-1])
             save(run, cfg, vae, trainer, history, EpochState(), data.train_x.shape[1], world, device)
     run_bar.close()
