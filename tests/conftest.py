@@ -96,8 +96,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 def compare_and_report(options: dict, names: list[str], out, resume: bool = False, force: bool = False,
                        progress: bool = False, **spec) -> dict:
-    """A comparison as `vae-pyro compare` runs it (its reports rendered); its summary. ``spec``: CompareSpec's fields."""
+    """A comparison as `vae-pyro compare` runs it (its reports rendered); its summary. ``spec``: CompareSpec's fields,
+    and ``jobs`` (local processes)."""
     from vae_pyro.lab.compare import CompareSpec, compare
+    from vae_pyro.lab.executors import ExecutorSpec
     from vae_pyro.report.comparison import write
 
-    return compare(options, CompareSpec(tuple(names), **spec), out, resume, force, progress, render=write).summary
+    executor = ExecutorSpec(jobs=spec.pop("jobs", 1))
+    return compare(options, CompareSpec(tuple(names), **spec), out, resume, force, progress, render=write,
+                   executor=executor).summary

@@ -1,6 +1,7 @@
 """One writer per run folder; a refused or failed start leaves nothing behind; score's decaying
 baselines reach the trained-weights diagnostics."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,11 +13,13 @@ import pytest
 import torch
 from conftest import TINY, compare_and_report
 
+from vae_pyro.cli import main
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
 from vae_pyro.lab import compare as compare_module
 from vae_pyro.lab import diagnostics, evaluate
+from vae_pyro.lab import runs as runs_module
 from vae_pyro.lab.runs import FolderLock
 from vae_pyro.lab.train import fit
 
@@ -56,6 +59,18 @@ def test_a_compare_folder_has_one_writer(tmp_path):
     with FolderLock(out), pytest.raises(VaeError, match=f"{out} is being written by process {os.getpid()}"):
         compare_and_report(dict(TINY), ["trace"], out, progress=False)
     assert not (out / "compare.json").exists()
+
+
+def test_a_file_system_without_locks_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    """NFS without its lock service answers flock with ENOLCK (or ENOSYS, EOPNOTSUPP): one line, not a traceback."""
+    def no_locks(file, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(runs_module.fcntl, "flock", no_locks)
+    with pytest.raises(SystemExit) as exit:
+        main(["train", *SMALL, "--epochs", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and "cannot lock files (No locks available)" in err
 
 
 def test_a_start_that_fails_after_the_folder_was_made_leaves_no_folder(tmp_path, monkeypatch):

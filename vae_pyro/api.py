@@ -34,6 +34,7 @@ from vae_pyro.lab import checks, diagnostics, traces
 from vae_pyro.lab import evaluate as evaluation
 from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, CompareSpec, config_for
 from vae_pyro.lab.compare import compare as compare_runs
+from vae_pyro.lab.executors import Executor, ExecutorSpec
 from vae_pyro.lab.experiment import Data, resolve_device
 from vae_pyro.lab.experiment import load_data as prepare
 from vae_pyro.lab.results import Comparison, load_comparison
@@ -86,18 +87,25 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
             estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
             grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
             progress: bool = True, seeds: int = 1, reference: str | None = None, grad_batches: int = 3,
-            log: str | None = None, log_uri: str | None = None, **options: Any) -> Comparison:
+            log: str | None = None, log_uri: str | None = None, executor: str | Executor = "local",
+            scheduler: str | None = None, slurm: dict | None = None, **options: Any) -> Comparison:
     """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed,
     for ``seeds`` seeds (then one row per estimator with its mean and se over seeds and its paired
     difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``; the
     result is the folder read back (``load_comparison``). ``log``: ``tensorboard`` or ``mlflow``, one
-    experiment with a run per estimator and seed (``seed-S/estimator``), at ``log_uri`` (default inside ``out``)."""
+    experiment with a run per estimator and seed (``seed-S/estimator``), at ``log_uri`` (default inside ``out``).
+    ``executor``: where the runs' tasks go: ``local`` (``jobs`` processes; 1: this one), ``dask`` (the cluster
+    at ``scheduler``, or a local one of ``jobs`` workers), ``slurm`` (submitit jobs; ``slurm``: ``partition``,
+    ``minutes``, ``mem_gb``, ``gpus``), or any executor object with ``submit(fn, *args)``."""
     cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
-    spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws, jobs)
+    spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws)
+    if isinstance(executor, str):
+        executor = ExecutorSpec(executor, jobs, scheduler, **{f"slurm_{k}": v for k, v in (slurm or {}).items()})
     compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",
-                 dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison, log=sink)
+                 dataset=data if isinstance(data, datasets.Dataset) else None, render=write_comparison, log=sink,
+                 executor=executor)
     return load_comparison(out)
 
 

@@ -141,6 +141,7 @@ def estimator_list(text: str) -> list[str]:
 def cmd_compare(args: argparse.Namespace) -> None:
     from vae_pyro.lab.compare import CompareSpec, compare
     from vae_pyro.lab.distributed import launched
+    from vae_pyro.lab.executors import ExecutorSpec
     from vae_pyro.report.comparison import write
     from vae_pyro.report.markdown import results_table, seeds_table
     from vae_pyro.tracking import requested
@@ -151,9 +152,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.out is None and launched():
         raise VaeError("under torchrun, name the compare folder with --out (every process must agree on it)")
     spec = CompareSpec(tuple(args.estimators), args.seeds, args.reference, args.k, args.grad_draws, args.grad_batches,
-                       args.loss_draws, args.jobs)
+                       args.loss_draws)
+    executor = ExecutorSpec(args.executor, args.jobs, args.scheduler, args.slurm_partition, args.slurm_time,
+                            args.slurm_mem, args.slurm_gpus).checked()
     result = compare(given(args), spec, out, resume=args.resume, force=args.force, progress=not args.quiet,
-                     command=command, render=write, log=log)
+                     command=command, render=write, log=log, executor=executor)
     if result is None:
         return
     print("\n" + (seeds_table(result.summary) if result.over_seeds else results_table(result.summary)))
@@ -257,7 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimators", type=estimator_list, default=list(DEFAULT_ESTIMATORS),
                    help=f"comma-separated, of {', '.join(NAMES)} [{','.join(DEFAULT_ESTIMATORS)}]")
     p.add_argument("--out", help="compare folder [runs/compare-<time>]")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once, in separate processes [1]")
+    p.add_argument("--executor", default="local", help="where the runs' tasks go: local (--jobs processes), dask "
+                                                        "(--scheduler's cluster, or --jobs local workers), slurm "
+                                                        "(one submitit job per task) [local]")
+    p.add_argument("--jobs", type=positive_int, default=1, help="tasks at once on this machine: local processes, or "
+                                                                "a local Dask cluster's workers [1: this process]")
+    p.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 [a local cluster]")
+    p.add_argument("--slurm-partition", help="SLURM partition of the jobs [the cluster's default]")
+    p.add_argument("--slurm-time", type=positive_int, default=60, help="minutes each SLURM job may run [60]")
+    p.add_argument("--slurm-mem", type=float, help="GB of memory per SLURM job [the partition's default]")
+    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per SLURM job [0]")
     p.add_argument("--seeds", type=positive_int, default=1,
                    help="repeat the comparison for seeds --seed .. --seed + N - 1; mean, se and paired "
                         "differences over them [1]")

@@ -1,27 +1,30 @@
 """`vae-pyro compare`: every estimator from the same initial weights, data order and seed, on any
 model that keeps the contract, repeated over ``seeds``.
 
-Each estimator trains in its own run folder under the compare folder (``seed-S/`` per seed when
-there are several; one after another, or ``jobs`` at a time in separate processes); then each is
-evaluated (IS log-likelihood, active units), the gradient diagnostics run for all estimators at two
-shared parameter points (the initial weights, and the weights the reference estimator reached) on
-``grad_batches`` fixed batches, and each seed's summary is written (summary.json, summary.csv). Over
-several seeds the comparison's own summary gives each metric's mean and standard error over seeds
-and its paired difference to the reference with a 95% interval (``stats.py``). The data are loaded
-once; the trained modules are passed on as objects (read back from their run folders only when
-other processes trained them). ``compare`` returns a ``ComparisonRun``; its figures and reports are the
-report's to draw (``vae_pyro.report.comparison.write``, passed as ``render``): lab never imports report.
+The work is two rounds of tasks on an executor (``executors.py``: this process, local processes, a
+Dask cluster, SLURM jobs). First one task per (seed, estimator) trains the run in its own folder
+under the compare folder (``seed-S/`` per seed when there are several) and evaluates it (IS
+log-likelihood, active units); then one task per (seed, estimator) draws that estimator's gradients
+at the seed's two shared parameter points (the initial weights, and the weights the reference
+estimator reached) on ``grad_batches`` fixed batches, and its loss values. The parent gathers them
+into each seed's summary (summary.json, summary.csv). Over several seeds the comparison's own
+summary gives each metric's mean and standard error over seeds and its paired difference to the
+reference with a 95% interval (``stats.py``). A task reads the trained runs it needs from their
+folders, so the results are the same whichever executor ran it; a task run again after its worker
+died resumes from the run's last checkpoint. ``compare`` returns a ``ComparisonRun``; its figures and
+reports are the report's to draw (``vae_pyro.report.comparison.write``, passed as ``render``): lab
+never imports report.
 """
 
+import contextlib
 import csv
 import io
 import json
 import os
 import platform
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -36,8 +39,10 @@ from vae_pyro.errors import VaeError
 from vae_pyro.estimators import NAMES
 from vae_pyro.lab import diagnostics, distributed, stats, traces
 from vae_pyro.lab.evaluate import LikelihoodKey, evaluate
+from vae_pyro.lab.executors import Executor, ExecutorSpec, run_all, started
 from vae_pyro.lab.experiment import (
     Data,
+    RestoredRun,
     build_model,
     fixed_batch,
     labels,
@@ -46,7 +51,7 @@ from vae_pyro.lab.experiment import (
     resolve_device,
     restore_run,
 )
-from vae_pyro.lab.runs import CHECKPOINT, EVALUATION, FolderLock, atomic_write, write_json
+from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT, EVALUATION, FolderLock, Run, atomic_write, write_json
 from vae_pyro.lab.train import Interrupted, fit
 from vae_pyro.lab.trainers import make_trainer
 
@@ -63,7 +68,7 @@ class CompareSpec:
     """What a comparison runs and measures: the estimators, over ``seeds`` seeds, paired differences to
     ``reference`` (default meanfield when compared, else the first); evaluation at K = ``k`` importance
     samples; ``grad_draws`` gradient draws on each of ``grad_batches`` fixed batches; ``loss_draws`` loss
-    draws; ``jobs`` runs trained at once in separate processes."""
+    draws."""
 
     names: tuple[str, ...] = DEFAULT_ESTIMATORS
     seeds: int = 1
@@ -72,7 +77,6 @@ class CompareSpec:
     grad_draws: int = 100
     grad_batches: int = 3
     loss_draws: int = 500
-    jobs: int = 1
 
     def checked(self) -> "CompareSpec":
         """This spec with its reference resolved, or a VaeError naming what is wrong."""
@@ -80,7 +84,7 @@ class CompareSpec:
         if not names or len(set(names)) != len(names) or any(n not in NAMES for n in names):
             raise VaeError(f"--estimators must name distinct estimators from {', '.join(NAMES)}; "
                            f"got {','.join(names) or 'none'}")
-        for key in ("jobs", "seeds", "grad_batches", "k", "grad_draws", "loss_draws"):
+        for key in ("seeds", "grad_batches", "k", "grad_draws", "loss_draws"):
             if getattr(self, key) < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
         reference = self.reference or ("meanfield" if "meanfield" in names else names[0])
@@ -88,7 +92,7 @@ class CompareSpec:
             raise VaeError(f"--reference {reference} is not among the compared estimators ({','.join(names)}); "
                            "name one of them")
         return CompareSpec(tuple(names), self.seeds, reference, self.k, self.grad_draws, self.grad_batches,
-                           self.loss_draws, self.jobs)
+                           self.loss_draws)
 
 
 class Trained(NamedTuple):
@@ -154,40 +158,104 @@ def tracked_as(cfg: Config) -> str:
     return f"seed-{cfg.seed}/{cfg.estimator}"
 
 
-def _train(cfg: dict, run_dir: str, mode: str, position: int, label: str, log: "Tracking | None",
-           threads: int | None, progress: bool, data: Data | None = None):
-    """One estimator's run (in this process, or in a pool's: then ``data`` is None and it loads its own)."""
-    if threads:
-        torch.set_num_threads(threads)
-    config, given = Config.from_dict(cfg), data
-    data = data or load_data(config, resolve_device(config.device))
+@dataclass(frozen=True)
+class RunTask:
+    """One (seed, estimator) run, as a worker receives it: trained in ``run_dir`` in ``mode`` (new, force
+    or resume, as the comparison was asked), then evaluated at K = ``k``. ``attempt`` names this
+    comparison's call: a task run again after its worker died finds its own mark and resumes."""
+
+    config: dict
+    run_dir: str
+    mode: str
+    attempt: str
+    k: int
+    label: str
+    position: int = 0
+    progress: bool = False
+    threads: int | None = None
+    log: "Tracking | None" = None
+
+
+def run_mode(task: RunTask) -> str:
+    """The task's mode, except that a run this comparison's call began continues from its checkpoint
+    (or, killed before its first one, starts again)."""
+    run_dir = Path(task.run_dir)
+    mine = (run_dir / ATTEMPT).is_file() and (run_dir / ATTEMPT).read_text() == task.attempt
+    if (task.mode == "resume" or mine) and (run_dir / CHECKPOINT).is_file():
+        return "resume"
+    return "force" if mine else task.mode
+
+
+def train_and_evaluate(task: RunTask, data: Data | None = None) -> dict | None:
+    """Train one run (in this process, or a worker's: then ``data`` is None and it loads its own) and
+    evaluate it; its evaluation (None on the ranks > 0 of a torchrun job)."""
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    config = Config.from_dict(task.config)
+    data = data if data is not None else load_data(config, resolve_device(config.device))
+    mode = run_mode(task)
+    if mode != "resume" and not distributed.launched():  # the mark a retry of this task looks for
+        Path(task.run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(task.run_dir) / ATTEMPT, task.attempt.encode())
     warm_up(config, data)
-    result = fit(config, run_dir, resume=mode == "resume", force=mode == "force", progress=progress,
-                 label=f"{label:>13}", position=position, data=data,
-                 log=None if log is None else log.named(tracked_as(config)))
-    return result if given is not None else None
+    result = fit(config, task.run_dir, resume=mode == "resume", force=mode == "force", progress=task.progress,
+                 label=f"{task.label:>13}", position=task.position, data=data,
+                 log=None if task.log is None else task.log.named(tracked_as(config)))
+    if not result.leader:
+        return None
+    return _evaluation(result.run, result.module, data, len(result.history), task.k, task.progress)
+
+
+@dataclass(frozen=True)
+class DiagnoseTask:
+    """One estimator's gradient diagnostics at a seed's two shared points (the initial weights, the trained
+    weights of the ``reference`` run in ``reference_dir``) and its loss draws at the second. ``run_dir``:
+    its own run, whose learned baselines `score` uses there."""
+
+    options: dict
+    name: str
+    run_dir: str
+    reference: str
+    reference_dir: str
+    grad_draws: int
+    grad_batches: int
+    loss_draws: int
+    progress: bool = False
+    threads: int | None = None
+
+
+class Diagnosis(NamedTuple):
+    """What a DiagnoseTask measures."""
+
+    initial: list[dict]  # gradient rows at the initial weights
+    trained: list[dict]  # gradient rows at the reference's trained weights
+    losses: dict  # {"mean", "std", "draws"} of the loss per image at the reference's trained weights
+
+
+def diagnose(task: DiagnoseTask, data: Data | None = None) -> Diagnosis:
+    """Run a DiagnoseTask (in this process with ``data``, or in a worker that loads its own)."""
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    cfg = config_for(task.options, task.name)
+    device = resolve_device(cfg.device)
+    data = data if data is not None else load_data(cfg, device)
+    reference = restore_run(task.reference_dir, device, loaded=data).module
+    conditional = getattr(reference, "conditional", False)
+    batches = [fixed_batch(data, cfg, conditional, b) for b in range(task.grad_batches)]
+    specs = gradient_specs([task.name], task.options)
+    own = Run.open(task.run_dir).load_checkpoint(device)["optimizer"]["estimator"] if task.name == "score" else None
+    initial = gradient_rows(specs, build_model(cfg, data, device), batches, "initialisation", task.grad_draws,
+                            task.progress)
+    trained = gradient_rows(specs, reference, batches, f"{task.reference}'s trained weights", task.grad_draws,
+                            task.progress, own)
+    losses = _loss_draws({task.name: cfg}, reference, *batches[0], task.loss_draws)[task.name]
+    return Diagnosis(initial, trained, losses)
 
 
 def _mode(run_dir: Path, resume: bool, force: bool) -> str:
     if resume and (run_dir / CHECKPOINT).is_file():
         return "resume"
     return "force" if force or resume else "new"
-
-
-def train_all(configs: dict[str, Config], out: Path, data: Data, jobs: int, resume: bool, force: bool,
-              progress: bool, log: "Tracking | None" = None) -> dict[str, Trained]:
-    """Train every configuration (name: its run folder under ``out``); return name -> its trained run."""
-    args = [(c.to_dict(), str(out / n), _mode(out / n, resume, force), i, n, log)
-            for i, (n, c) in enumerate(configs.items())]
-    if jobs == 1:
-        results = {n: _train(*a, None, progress, data) for n, a in zip(configs, args)}
-        return {n: Trained(r.module, r.history, r.estimator_state) for n, r in results.items()}
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(_train, *a, threads, progress) for a in args]:
-            future.result()
-    runs = {n: restore_run(out / n, data.train_x.device) for n in configs}
-    return {n: Trained(r.module, r.history, r.checkpoint["optimizer"]["estimator"]) for n, r in runs.items()}
 
 
 def gradient_specs(names: list[str], options: dict) -> list[tuple[str, Config]]:
@@ -237,27 +305,33 @@ def check_estimators(names: list[str], configs: dict[str, Config], data: Data, d
 
 def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = False, force: bool = False,
             progress: bool = True, command: str = "vae-pyro compare", dataset: datasets.Dataset | None = None,
-            render: Callable[["ComparisonRun"], None] | None = None, log: "Tracking | None" = None
-            ) -> "ComparisonRun | None":
+            render: Callable[["ComparisonRun"], None] | None = None, log: "Tracking | None" = None,
+            executor: ExecutorSpec | Executor | None = None) -> "ComparisonRun | None":
     """Train, evaluate and diagnose every estimator of ``spec`` on the model ``options["model"]``, for
     ``spec.seeds`` seeds from ``options["seed"]`` on; write each seed's summary (and the summary over
     seeds); return the comparison (None on the ranks > 0 of a torchrun job). ``dataset``: tensors given
     from Python. ``render`` (the report's writer, ``report.comparison.write``) draws the figures and
     reports while the folder's lock is still held. ``log``: one tracker experiment for the comparison,
     one run per estimator and seed (``seed-S/estimator``, with its evaluation and figures), and one
-    named ``comparison`` with the comparison's figures."""
+    named ``comparison`` with the comparison's figures. ``executor``: where the tasks run (an
+    ``ExecutorSpec``, or any executor; default this process)."""
     out, spec = Path(out), spec.checked()
     log = None if log is None else log.within(out)
+    chosen = (executor or ExecutorSpec()).checked() if isinstance(executor, ExecutorSpec | None) else executor
+    in_process = isinstance(chosen, ExecutorSpec) and chosen.in_process
+    threads = chosen.threads() if isinstance(chosen, ExecutorSpec) and not in_process else None
     names = list(spec.names)
-    if spec.jobs > 1 and distributed.launched():
-        raise VaeError("--jobs trains estimators side by side in one machine's processes; under torchrun use --jobs 1")
+    if not in_process and distributed.launched():
+        raise VaeError("under torchrun every process trains each run together; compare in this process "
+                       "(--executor local --jobs 1)")
     base = config_for(options, names[0])
-    if spec.jobs > 1 and (dataset is not None or base.model.startswith("__main__:")):
-        raise VaeError("--jobs trains in fresh processes, which can load neither tensors given from Python nor a "
+    if not in_process and (dataset is not None or base.model.startswith("__main__:")):
+        raise VaeError("other processes run the tasks, and they can load neither tensors given from Python nor a "
                        "class defined in __main__; use jobs=1, or put the class in a file (path/to/file.py:Class)")
     seed_list = list(range(base.seed, base.seed + spec.seeds))
     folders = {s: "" if spec.seeds == 1 else f"seed-{s}" for s in seed_list}
     runs = {(s, n): config_for({**options, "seed": s}, n) for s in seed_list for n in names}
+    run_dirs = {key: out / folders[key[0]] / key[1] for key in runs}
     device = resolve_device(base.device)
     world = distributed.init(device)
     data = load_data(base, device, dataset)  # fails early on bad data, before anything is written
@@ -279,14 +353,27 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
 
     lock = FolderLock(out)  # one compare per folder; each run folder has its own writer's lock besides
     distributed.from_leader(prepare, world)
+    attempt = uuid.uuid4().hex
+    given = (data,) if in_process else ()  # a task elsewhere loads its own
     try:
-        trained = train_all({str(Path(folders[s]) / n): c for (s, n), c in runs.items()}, out, data, spec.jobs,
-                            resume, force, progress, log)
-        if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
-            return None
-        seeds = {s: summarise(spec, {**options, "seed": s}, {n: runs[s, n] for n in names},
-                              {n: trained[str(Path(folders[s]) / n)] for n in names}, data, out / folders[s],
-                              progress, command) for s in seed_list}
+        with started(chosen, out) if isinstance(chosen, ExecutorSpec) else _as_is(chosen) as pool:
+            train_tasks = [(RunTask(c.to_dict(), str(run_dirs[key]), _mode(run_dirs[key], resume, force), attempt,
+                                    spec.k, str(run_dirs[key].relative_to(out)), i, progress and in_process, threads,
+                                    log), *given) for i, (key, c) in enumerate(runs.items())]
+            evaluations = run_all(pool, train_and_evaluate, train_tasks, "runs trained", progress and not in_process)
+            if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
+                return None
+            diagnose_tasks = [(DiagnoseTask({**options, "seed": s}, n, str(run_dirs[s, n]), spec.reference,
+                                            str(run_dirs[s, spec.reference]), spec.grad_draws, spec.grad_batches,
+                                            spec.loss_draws, progress and in_process, threads), *given)
+                              for s, n in runs]
+            diagnoses = run_all(pool, diagnose, diagnose_tasks, "runs diagnosed", progress and not in_process)
+        evaluated = dict(zip(runs, evaluations))
+        diagnosed = dict(zip(runs, diagnoses))
+        restored = {key: restore_run(run_dirs[key], device, loaded=data) for key in runs}
+        seeds = {s: summarise(spec, {n: runs[s, n] for n in names}, {n: restored[s, n] for n in names},
+                              {n: evaluated[s, n] for n in names}, {n: diagnosed[s, n] for n in names},
+                              out / folders[s], command) for s in seed_list}
         summary = seeds[seed_list[0]].summary if spec.seeds == 1 else summarise_seeds(seeds, spec, out, command)
         comparison = ComparisonRun(out, spec, summary, seeds, data)
         if render is not None:
@@ -298,6 +385,12 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
         raise Interrupted(f"{e} -- for the whole comparison: vae-pyro compare --out {out} --resume", e.signum) from None
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def _as_is(executor: Executor) -> Iterator[Executor]:
+    """An executor the caller made, and shuts down."""
+    yield executor
 
 
 def track_results(comparison: ComparisonRun, log: "Tracking") -> None:
@@ -313,30 +406,20 @@ def track_results(comparison: ComparisonRun, log: "Tracking") -> None:
         sink.figures(comparison.out / "figures")
 
 
-def summarise(spec: CompareSpec, options: dict, configs: dict[str, Config], trained: dict[str, Trained],
-              data: Data, out: Path, progress: bool, command: str) -> SeedResult:
-    """Evaluate and diagnose one seed's trained estimators (``train_all``'s result); write its summary."""
-    names, reference = list(spec.names), spec.reference
-    modules = {n: t.module for n, t in trained.items()}
-    histories = {n: t.history for n, t in trained.items()}
-    evaluations = {n: _evaluation(out / n, modules[n], data, len(histories[n]), spec.k, progress) for n in names}
-
+def summarise(spec: CompareSpec, configs: dict[str, Config], runs: dict[str, RestoredRun],
+              evaluations: dict[str, dict], diagnosed: dict[str, Diagnosis], out: Path, command: str) -> SeedResult:
+    """One seed's summary from its tasks' results (each estimator's evaluation and diagnosis); written."""
+    names = list(spec.names)
+    histories = {n: runs[n].history for n in names}
+    grads = [row for n in names for row in diagnosed[n].initial] + [row for n in names for row in diagnosed[n].trained]
+    losses = {n: diagnosed[n].losses for n in names}
     base = configs[names[0]]
-    conditional = getattr(modules[reference], "conditional", False)
-    batches = [fixed_batch(data, base, conditional, b) for b in range(spec.grad_batches)]
-    specs = gradient_specs(names, options)
-    device = data.train_x.device
-    grads = gradient_rows(specs, build_model(base, data, device), batches, "initialisation", spec.grad_draws,
-                          progress)
-    grads += gradient_rows(specs, modules[reference], batches, f"{reference}'s trained weights", spec.grad_draws,
-                           progress, trained["score"].estimator_state if "score" in names else None)
-    losses = _loss_draws(configs, modules[reference], *batches[0], spec.loss_draws)
-
     summary = _summary(names, configs, histories, evaluations, grads, losses, spec.k)
-    summary.update({"reference": reference, "command": command, "machine": machine(), "model": base.model,
+    summary.update({"reference": spec.reference, "command": command, "machine": machine(), "model": base.model,
                     "seed": base.seed})
     write_json(out / "summary.json", summary)
     _write_csv(out / "summary.csv", summary["estimators"])
+    trained = {n: Trained(r.module, r.history, r.checkpoint["optimizer"]["estimator"]) for n, r in runs.items()}
     return SeedResult(out, summary, configs, trained, losses)
 
 

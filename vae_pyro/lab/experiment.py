@@ -144,11 +144,12 @@ class RestoredRun:
 
 def restore_run(run_dir: str | Path, device: str | torch.device = "auto", loaded: Data | None = None) -> RestoredRun:
     """A run's config, its data, its module with the last checkpoint's weights, and that checkpoint.
-    ``loaded``: its data set already loaded (the runs of one comparison share it)."""
+    ``loaded``: its data set already loaded (the runs of one comparison share it; tensors given from Python,
+    which a run folder does not hold)."""
     run = Run.open(run_dir)
     cfg = run.config()
     device = resolve_device(device) if isinstance(device, str) else device
-    if cfg.dataset == data.GIVEN:
+    if cfg.dataset == data.GIVEN and loaded is None:
         raise VaeError(f"{run_dir} was trained on tensors given from Python, which a run folder does not hold; "
                        "evaluate it from Python with those data")
     ckpt = run.load_checkpoint(device)

@@ -1,12 +1,16 @@
 """Failpoints, for the fault tests: with ``VAE_PYRO_FAILPOINT=name:n`` in the environment the
 process SIGKILLs itself the n-th time it passes ``hit(name)`` ("step": after a training step;
-"checkpoint": halfway through writing a checkpoint). Unset, ``hit`` returns at once."""
+"checkpoint": halfway through writing a checkpoint). With ``VAE_PYRO_FAILPOINT_ONCE=path`` too, only
+the first process to get there dies, leaving ``path`` behind (a retried task then runs through).
+Unset, ``hit`` returns at once."""
 
 import os
 import signal
+from pathlib import Path
 
 _TARGET = os.environ.get("VAE_PYRO_FAILPOINT")
 _NAME, _COUNT = (_TARGET.rsplit(":", 1)[0], int(_TARGET.rsplit(":", 1)[1])) if _TARGET else (None, 0)
+_ONCE = os.environ.get("VAE_PYRO_FAILPOINT_ONCE")
 _hits = 0
 
 
@@ -16,4 +20,9 @@ def hit(name: str) -> None:
         return
     _hits += 1
     if _hits == _COUNT:
+        if _ONCE is not None:
+            try:
+                Path(_ONCE).touch(exist_ok=False)
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)

@@ -11,6 +11,7 @@ Evaluation needs no estimate: it draws in chunks of a fixed size (``evaluate.is_
 """
 
 import os
+from pathlib import Path
 
 import pyro
 import torch
@@ -24,18 +25,53 @@ from vae_pyro.lab.experiment import Data, build_model, instantiate, labels
 
 HEADROOM = 0.8  # refuse a step estimated to need more than this share of the memory available
 GIB = 2**30
+UNLIMITED = 2**60  # cgroup v1 writes a page-rounded 2**63 - 1 where no limit is set
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device``: the GPU's free memory, or the system's MemAvailable."""
+    """Free memory on ``device``: the GPU's free memory, or the system's MemAvailable, or less where this
+    process's cgroup sets a limit (``cgroup_room``)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
+        system = int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        system = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    room = cgroup_room()
+    return system if room is None else min(system, room)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" where no limit is set
+
+
+def cgroup_room(root: Path = Path("/")) -> int | None:
+    """limit − usage of this process's memory cgroup (what SLURM's --mem and container limits set), or None
+    where no limit is set: cgroup v2's memory.max and memory.current, or v1's memory.limit_in_bytes and
+    memory.usage_in_bytes. Inside a container the cgroup's own folder may be the mount's root."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            mount, files = root / "sys/fs/cgroup", ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            mount, files = root / "sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for folder in (mount / path.lstrip("/"), mount):
+            limit, usage = (_read_int(folder / f) for f in files)
+            if limit is not None and usage is not None and limit < UNLIMITED:
+                return max(0, limit - usage)
+    return None
 
 
 def parameter_bytes(build) -> int:

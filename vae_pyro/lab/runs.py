@@ -22,6 +22,7 @@ from vae_pyro.lab import faults
 
 CONFIG, METRICS, CHECKPOINT, EVALUATION = "config.json", "metrics.jsonl", "checkpoint.pt", "evaluation.json"
 TRACKING = "tracking.json"  # where --log sent the run (vae_pyro.tracking)
+ATTEMPT = ".attempt"  # the comparison call that began the run (lab.compare.run_mode)
 # what torch.load(weights_only=True) raises on a truncated, flipped or foreign file: the unpickler's
 # errors, the zip reader's RuntimeError, and the decoding errors of damaged records
 DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, UnicodeDecodeError, OSError,
@@ -54,7 +55,8 @@ def write_json(path: Path, obj: Any) -> None:
 class FolderLock:
     """One writer per folder: an exclusive ``fcntl.flock`` on ``<folder>/.lock``, which names the
     process holding it. The OS releases it when that process ends, however it ends, so a killed
-    run never blocks its own ``--resume``."""
+    run never blocks its own ``--resume``. On NFS (v4, or v3 with its lock service) and Lustre
+    (``-o flock``) flock locks hold across machines; where a file system has none, one line says so."""
 
     NAME = ".lock"
 
@@ -72,6 +74,11 @@ class FolderLock:
             file.close()
             raise VaeError(f"{self.folder} is being written by process {holder}; wait for it to finish or stop it, "
                            "or choose another --out") from None
+        except OSError as e:  # ENOSYS, EOPNOTSUPP, ENOLCK: a network file system without lock support
+            file.close()
+            raise VaeError(f"{self.folder}'s file system cannot lock files ({e.strerror}); run folders must be on a "
+                           "file system with flock (local disks; NFS with its lock service; Lustre mounted with "
+                           "-o flock): choose another --out") from None
         file.seek(0)
         file.truncate()
         file.write(str(os.getpid()))

@@ -1,0 +1,122 @@
+"""A comparison's tasks on real engines, on this machine: a Dask scheduler and two worker processes over
+TCP on localhost (results identical to this process's; a worker SIGKILLed mid-task, its task retried and
+resumed), submitit's local executor (no SLURM cluster here), and the refusals without the extras."""
+
+import json
+import sys
+
+import pytest
+from conftest import compare_and_report
+
+import vae_pyro as vp
+from vae_pyro.cli import main
+from vae_pyro.lab.compare import RunTask, run_mode
+from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT
+
+TINY = dict(hidden=(32,), z_dim=4, epochs=2, batch_size=256)
+SPEC = dict(k=10, grad_draws=3, loss_draws=3, grad_batches=1)
+NAMES = ["trace", "meanfield"]
+STEPS = 4000 // 256
+
+
+def numbers(summary: dict) -> list:
+    """Every number of a summary but the wall-clock ones."""
+    rows = [{k: v for k, v in r.items() if k != "seconds_per_epoch"} for r in summary["estimators"]]
+    return [rows, summary["gradients"], summary["loss_values"]]
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    return compare_and_report(dict(TINY), NAMES, tmp_path_factory.mktemp("local") / "c", **SPEC)
+
+
+@pytest.fixture
+def cluster(monkeypatch, tmp_path):
+    """A real Dask scheduler with two worker processes over TCP on localhost; its workers die once, at
+    their 22nd training step (in the second epoch, after the first checkpoint), when ``kill`` is set."""
+    from distributed import LocalCluster
+
+    def start(kill: bool = False):
+        if kill:
+            monkeypatch.setenv("VAE_PYRO_FAILPOINT", "step:22")
+            monkeypatch.setenv("VAE_PYRO_FAILPOINT_ONCE", str(tmp_path / "killed"))
+        made = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1",
+                            dashboard_address=None)
+        clusters.append(made)
+        return made
+
+    clusters = []
+    yield start
+    for made in clusters:
+        made.close()
+
+
+def test_a_dask_cluster_over_tcp_gives_the_numbers_of_this_process(in_process, cluster, tmp_path, capsys):
+    address = cluster().scheduler_address
+    assert address.startswith("tcp://127.0.0.1:")
+    out = tmp_path / "c"
+    comparison = vp.compare("vae", "mnist5k", NAMES, out=out, executor="dask", scheduler=address, progress=True,
+                            **SPEC, **TINY)
+    assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
+    assert comparison.table.shape[0] == 2
+    err = capsys.readouterr().err
+    assert "runs trained: 100%" in err and "runs diagnosed: 100%" in err  # the comparison's bars, not the workers'
+
+
+def test_a_worker_killed_mid_task_has_its_task_retried_and_nothing_lost(in_process, cluster, tmp_path):
+    address = cluster(kill=True).scheduler_address
+    out = tmp_path / "c"
+    vp.compare("vae", "mnist5k", NAMES, out=out, executor="dask", scheduler=address, progress=False, **SPEC, **TINY)
+    assert (tmp_path / "killed").exists()  # a worker did die in the middle of a run
+    assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
+    for name in NAMES:
+        epochs = [json.loads(line)["epoch"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2]
+
+
+def test_a_retried_task_resumes_what_its_own_call_began(tmp_path):
+    run = tmp_path / "run"
+    task = RunTask({}, str(run), "force", attempt="this-call", k=10, label="x")
+    assert run_mode(task) == "force"
+    run.mkdir()
+    (run / ATTEMPT).write_text("this-call")
+    assert run_mode(task) == "force"  # killed before its first checkpoint: start again
+    (run / CHECKPOINT).write_bytes(b"")
+    assert run_mode(task) == "resume"
+    (run / ATTEMPT).write_text("an-earlier-call")  # --force replaces what an earlier call made
+    assert run_mode(task) == "force"
+
+
+def test_submitits_local_executor_gives_the_numbers_of_this_process(in_process, tmp_path):
+    """submitit's LocalExecutor: each task a job in its own process, as on SLURM (no SLURM cluster here)."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=10)
+    out = tmp_path / "c"
+    vp.compare("vae", "mnist5k", NAMES, out=out, executor=executor, progress=False, **SPEC, **TINY)
+    assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
+
+
+@pytest.mark.parametrize("kind, module, extra", [("dask", "distributed", "dask"), ("slurm", "submitit", "slurm")])
+def test_without_the_extra_one_line_names_the_install_and_nothing_is_written(tmp_path, monkeypatch, capsys, kind,
+                                                                              module, extra):
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SystemExit) as exit:
+        main(["compare", "--executor", kind, "--out", str(tmp_path / "c"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and f"pip install 'vae_pyro[{extra}]'" in err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "ray"], "unknown --executor 'ray'"),
+    (["--scheduler", "tcp://127.0.0.1:8786"], "add --executor dask"),
+    (["--slurm-partition", "gpu"], "add --executor slurm"),
+])
+def test_bad_executor_options_are_refused_in_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit:
+        main(["compare", *args, "--out", str(tmp_path / "c"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "c").exists()

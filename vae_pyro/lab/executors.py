@@ -1,0 +1,131 @@
+"""Where a comparison's tasks run: in this process, in local worker processes, on a Dask cluster, or as
+SLURM jobs through submitit; or on any executor the caller passes. An executor is anything with
+``submit(fn, *args)`` returning a future with ``done()`` and ``result()``: a
+``concurrent.futures.Executor``, Dask's ``Client.get_executor()``, a submitit executor.
+
+Each task reads its data itself and writes only its own run folder, so on a cluster the compare
+folder must be on a file system every worker reads (and locks: ``runs.FolderLock``), and the data
+on every worker (``--data-dir``).
+"""
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from vae_pyro.errors import VaeError
+
+KINDS = ("local", "dask", "slurm")
+PACKAGES = {"dask": ("distributed", "dask"), "slurm": ("submitit", "slurm")}
+
+
+class Executor(Protocol):
+    def submit(self, fn: Callable, *args: Any) -> Any: ...
+
+
+class Inline:
+    """Runs each task at once, in this process (``--executor local --jobs 1``); its future holds the
+    result, or the exception, for ``result()`` to give."""
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # noqa: BLE001 - handed to the caller by result(), as a pool would; ^C goes up
+            future.set_exception(e)
+        return future
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """``kind``: local (``jobs`` processes; 1: this process), dask (``scheduler``'s cluster, or a local
+    cluster of ``jobs`` worker processes), slurm (one job per task through submitit, on
+    ``slurm_partition``, each with ``slurm_minutes``, ``slurm_mem_gb`` and ``slurm_gpus``)."""
+
+    kind: str = "local"
+    jobs: int = 1
+    scheduler: str | None = None
+    slurm_partition: str | None = None
+    slurm_minutes: int = 60
+    slurm_mem_gb: float | None = None
+    slurm_gpus: int = 0
+
+    def checked(self) -> "ExecutorSpec":
+        """This spec, or a VaeError naming what is wrong (an unknown kind, its package missing)."""
+        if self.kind not in KINDS:
+            raise VaeError(f"unknown --executor {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.scheduler is not None and self.kind != "dask":
+            raise VaeError("--scheduler names a Dask cluster's scheduler; add --executor dask")
+        slurm_set = self.slurm_partition is not None or self.slurm_mem_gb is not None or self.slurm_gpus
+        if slurm_set and self.kind != "slurm":
+            raise VaeError("the --slurm-* options set SLURM jobs; add --executor slurm")
+        if self.kind in PACKAGES:
+            module, extra = PACKAGES[self.kind]
+            try:
+                __import__(module)
+            except ImportError:
+                raise VaeError(f"--executor {self.kind} needs the {module} package, which is not installed: "
+                               f"pip install 'vae_pyro[{extra}]'") from None
+        return self
+
+    @property
+    def in_process(self) -> bool:
+        return self.kind == "local" and self.jobs == 1
+
+    def threads(self) -> int | None:
+        """Torch threads per task where its tasks share this machine's cores; None elsewhere."""
+        if self.kind == "local" or (self.kind == "dask" and self.scheduler is None):
+            return max(1, (os.cpu_count() or 1) // self.jobs)
+        return None
+
+
+@contextmanager
+def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
+    """The executor of ``spec``, shut down after the block (a local Dask cluster with it). SLURM's job
+    scripts and logs go to ``folder/slurm``."""
+    if spec.in_process:
+        yield Inline()
+    elif spec.kind == "local":
+        with ProcessPoolExecutor(spec.jobs, mp_context=get_context("spawn")) as pool:
+            yield pool
+    elif spec.kind == "dask":
+        from distributed import Client, LocalCluster
+
+        cluster = None if spec.scheduler else LocalCluster(n_workers=spec.jobs, threads_per_worker=1, processes=True,
+                                                           host="127.0.0.1", dashboard_address=None)
+        try:
+            with Client(spec.scheduler or cluster) as client:
+                yield client.get_executor(pure=False)  # a task whose worker dies is run again elsewhere
+        finally:
+            if cluster is not None:
+                cluster.close()
+    else:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=folder / "slurm")
+        executor.update_parameters(timeout_min=spec.slurm_minutes, slurm_partition=spec.slurm_partition,
+                                   mem_gb=spec.slurm_mem_gb, gpus_per_node=spec.slurm_gpus or None, tasks_per_node=1)
+        yield executor
+
+
+def run_all(executor: Executor, fn: Callable, tasks: Sequence[tuple], desc: str, progress: bool,
+            position: int = 0) -> list:
+    """``fn(*task)`` for every task on ``executor``; the results in the tasks' order. A bar counts the
+    tasks done (elapsed, ETA); the first task to fail raises its error once all have ended."""
+    futures = [executor.submit(fn, *task) for task in tasks]
+    with tqdm(total=len(futures), desc=desc, unit="run", position=position, disable=not progress) as bar:
+        pending = set(range(len(futures)))
+        while pending:
+            done = {i for i in pending if futures[i].done()}
+            bar.update(len(done))
+            pending -= done
+            if pending:
+                time.sleep(0.2)
+    return [f.result() for f in futures]
