@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pyro
@@ -78,10 +79,39 @@ def gemm_floor_ms(shapes: list[tuple[int, int, int]], device: torch.device, repe
     return 1000 * statistics.median(times)
 
 
+def alternate(runs: dict[str, Callable[[], object]], rounds: int, device: torch.device, block: int = 1
+              ) -> dict[str, list[float]]:
+    """Seconds of each run, in turn ``rounds`` times, ``block`` calls at a time."""
+    times = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            for _ in range(block):
+                sync(device)
+                start = time.perf_counter()
+                run()
+                sync(device)
+                times[label].append(time.perf_counter() - start)
+    return times
+
+
+def decoder_gemms(dims: list[int], rows: int, device: torch.device, chunk: int = 2048) -> Callable[[], None]:
+    """The matrix products of the evaluation's decoder alone: ``rows`` draws × images through layers
+    ``dims``, ``chunk`` rows at a time (``is_log_likelihood``'s default)."""
+    weights = [torch.randn(m, n, device=device) for m, n in zip(dims[:-1], dims[1:])]
+    inputs = [torch.randn(chunk, m, device=device) for m in dims[:-1]]
+
+    def run() -> None:
+        for _ in range(rows // chunk):
+            for x, w in zip(inputs, weights):
+                x @ w
+    return run
+
+
 def bernoulli_forms(rows: int, device: torch.device, grad: bool, repeats: int = 15) -> dict[str, float]:
-    """Median ms of log Bern(x | sigmoid(l)) summed per row, written as x·l − softplus(l) (hand.py), as
-    −BCE-with-logits (torch's, and so Pyro's, Bernoulli.log_prob) and, with a C++ compiler, as the first
-    through torch.compile (one fused kernel); with the backward pass when ``grad``."""
+    """Median ms of log Bern(x | sigmoid(l)) summed per row, written as x·l − softplus(l) (hand.py: through
+    F.softplus with gradients, in place without, as the lab's evaluation computes it), as −BCE-with-logits
+    (torch's, and so Pyro's, Bernoulli.log_prob) and, with a C++ compiler, as the first through
+    torch.compile (one fused kernel); with the backward pass when ``grad``."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(rows, 784, generator=gen).to(device).requires_grad_(grad)
     x = (torch.rand(rows, 784, generator=gen) < 0.3).float().to(device)
@@ -306,38 +336,54 @@ def main() -> None:
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
-    # Evaluation: IS log-likelihood, K = 1,000, on a slice of the test set, eager and compiled alternated.
+    # Evaluation: IS log-likelihood, K = 1,000, on a slice of the test set: against its own GEMMs, compiled, by chunk.
     x = D.binarise(ds.test_x[: args.eval_images], D.seeded(1)).to(device)
     evaluated = {"eager": trainers["hand loop"][1]}
     if "hand loop compiled" in trainers:
         evaluated["compiled"] = trainers["hand loop compiled"][1]
     for vae in evaluated.values():
         is_log_likelihood(vae, x, k=1000)  # warm-up: the very shapes timed, so compilation is done
-    eval_times = {label: [] for label in evaluated}
-    for _ in range(3):
-        for label, vae in evaluated.items():
-            sync(device)
-            start = time.perf_counter()
-            is_log_likelihood(vae, x, k=1000)
-            sync(device)
-            eval_times[label].append(time.perf_counter() - start)
     dec = [base.z_dim, args.hidden, ds.x_dim]
+    gemms = decoder_gemms(dec, args.eval_images * 1000, device)
+
+    def eager(rows: int = 2048) -> None:
+        is_log_likelihood(evaluated["eager"], x, k=1000, rows=rows)
+
+    # eager against its own GEMMs in blocks of 4 calls, then compiled against eager, in blocks of 3
+    eval_times = alternate({"eager": eager, "decoder GEMMs alone": gemms}, 2, device, block=4)
+    versus = {}
+    if "compiled" in evaluated:
+        versus = alternate({"eager": eager, "compiled": lambda: is_log_likelihood(evaluated["compiled"], x, k=1000)},
+                           2, device, block=3)
+        eval_times["compiled"] = versus["compiled"]
     eval_flops = 2.0 * args.eval_images * 1000 * sum(m * n for m, n in zip(dec[:-1], dec[1:]))
     gemm = step_flops(layer_shapes(base, ds.x_dim)) / floor["hand loop"] / 1e6
-    print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images (median of 3, alternated):")
+    own = eval_flops / statistics.median(eval_times.pop("decoder GEMMs alone")) / 1e9
+    print(f"\nIS log-likelihood, K = 1,000, {args.eval_images} test images (medians of 8, in blocks of 4 alternated "
+          f"with the decoder's GEMMs alone at the same chunk shapes: {own:.1f} GFLOP/s):")
     for label, ts in eval_times.items():
         seconds = statistics.median(ts)
         print(f"  {label}: {seconds:.2f} s, {eval_flops / seconds / 1e9:.1f} GFLOP/s in the decoder = "
-              f"{eval_flops / seconds / 1e9 / gemm:.0%} of the GEMM rate above; "
-              f"{seconds * len(ds.test_x) / args.eval_images:.0f} s for all {len(ds.test_x)}")
-    if len(eval_times) == 2:
-        print(f"  compiled / eager: {statistics.median(eval_times['compiled']) / statistics.median(eval_times['eager']):.2f}")
+              f"{eval_flops / seconds / 1e9 / own:.0%} of its GEMMs' rate ({eval_flops / seconds / 1e9 / gemm:.0%} "
+              f"of the training step's above); {seconds * len(ds.test_x) / args.eval_images:.0f} s for all "
+              f"{len(ds.test_x)}")
+    if versus:
+        print(f"  compiled / eager, alternated with each other: "
+              f"{statistics.median(versus['compiled']) / statistics.median(versus['eager']):.2f}")
+    chunk_times = alternate({rows: partial(eager, rows) for rows in (1024, 2048, 4096, 32768)}, 2, device, block=2)
+    faults = {}
+    for rows in chunk_times:  # minor page faults of one more call: buffers the allocator gave back to the OS
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        eager(rows)
+        faults[rows] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    print("  eager, by chunk: " + "; ".join(f"{rows:,} rows {statistics.median(ts):.2f} s ({faults[rows]:,} page faults)"
+                                           for rows, ts in chunk_times.items()) + " (2,048: the default)")
     if not compiled and args.compiled:
         print("(no C++ compiler found: the compiled variants were left out)")
 
     print("\nThe Bernoulli log-likelihood, written three ways (ms, median of 15; ratios to x·l − softplus(l)):")
     for rows, grad, label in ((args.batch, True, "forward + backward (a training step)"),
-                              (32768, False, "forward, no gradient (an evaluation chunk)")):
+                              (2048, False, "forward, no gradient (an evaluation chunk)")):
         t = bernoulli_forms(rows, device, grad)
         first = next(iter(t.values()))
         print(f"  {rows} rows, {label}: " + "; ".join(f"{name} {ms:.2f} ({ms / first:.2f})" for name, ms in t.items()))

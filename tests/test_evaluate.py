@@ -67,3 +67,42 @@ def test_active_units_of_binary_and_one_hot_latents():
     with torch.no_grad():
         categorical.encoder[4].weight.zero_()
     assert evaluate.active_units(categorical, x) == 0
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_the_fast_bernoulli_density_is_torchs_to_float32_rounding(grey):
+    """traces.log_density's Bernoulli (no gradients, logits given: hand.bernoulli_log_prob's in-place form)
+    against torch's own, in float64, on logits as large as a trained decoder's; and the distributions it does
+    not take go to their log_prob."""
+    import pyro.distributions as dist
+
+    from vae_pyro.lab.traces import log_density
+
+    gen = torch.Generator().manual_seed(0)
+    logits = 8 * torch.randn(50, 20, 784, generator=gen)
+    x = torch.rand(20, 784, generator=gen) if grey else torch.bernoulli(torch.full((20, 784), 0.3), generator=gen)
+    fn = dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
+    exact = dist.Bernoulli(logits=logits.double(), validate_args=False).to_event(1).log_prob(x.double())
+    with torch.no_grad():
+        fast = log_density(fn, x)
+        by_probs = dist.Bernoulli(probs=torch.sigmoid(logits), validate_args=False).to_event(1)
+        assert torch.equal(log_density(by_probs, x), by_probs.log_prob(x))  # not taken: torch's own
+    assert fast.shape == exact.shape == (50, 20)
+    torchs = fn.log_prob(x).double()
+    # each a sum of 784 float32 terms: both within a few float32 steps of the sum's size
+    tolerance = 8 * torch.finfo(torch.float32).eps * exact.abs().max()
+    assert (fast.double() - exact).abs().max() < tolerance
+    assert (torchs - exact).abs().max() < tolerance
+    assert torch.equal(log_density(fn, x), fn.log_prob(x))  # with gradients on: torch's own
+
+
+def test_the_is_estimate_keeps_its_value_with_the_fast_density(trained, mnist5k, monkeypatch):
+    """The IS log-likelihood on the same draws, with the fast density and with torch's."""
+    from vae_pyro.lab import traces
+
+    x = torch.bernoulli(mnist5k.test_x[:50], generator=torch.Generator().manual_seed(1))
+    fast = evaluate.is_log_likelihood(trained, x, k=200)
+    monkeypatch.setattr(traces, "log_density", lambda fn, value: fn.log_prob(value))
+    torchs = evaluate.is_log_likelihood(trained, x, k=200)
+    assert (fast - torchs).abs().max() < 1e-3  # nats per image: float32 rounding of 784-pixel sums over draws
+    assert not torch.equal(fast, torchs)  # the fast path did run

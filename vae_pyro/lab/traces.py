@@ -24,6 +24,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from vae_pyro.estimators.particles import per_image
+from vae_pyro.models import hand
 from vae_pyro.models.contract import OBSERVED, is_latent, is_sample, run_traces
 
 
@@ -69,10 +70,23 @@ def particle_traces(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, 
     return guide_tr, model_tr
 
 
+def log_density(fn, value: torch.Tensor) -> torch.Tensor:
+    """``fn.log_prob(value)``; without gradients, a Bernoulli of pixels given by logits (``.to_event``)
+    through ``hand.bernoulli_log_prob``'s faster form: the evaluations' hot spot."""
+    base, event_dims = fn, 0
+    while isinstance(base, torch.distributions.Independent):
+        base, event_dims = base.base_dist, event_dims + base.reinterpreted_batch_ndims
+    if (torch.is_grad_enabled() or not event_dims or not isinstance(base, torch.distributions.Bernoulli)
+            or "logits" not in base.__dict__):  # given by logits (probs would be made from them lazily)
+        return fn.log_prob(value)
+    log_prob = hand.bernoulli_log_prob(value, base.logits)  # summed over the last dim
+    return log_prob.sum(tuple(range(-(event_dims - 1), 0))) if event_dims > 1 else log_prob
+
+
 def _per_image(site: dict, k: int, n: int, nesting: int, scaled: bool = False) -> torch.Tensor:
     """The site's log-density, summed over all but the particle and data dims: (K, N); unscaled and
     unmasked unless ``scaled`` (then weighted by ``poutine.scale`` / ``mask``, as training sees it)."""
-    log_prob = site["fn"].log_prob(site["value"])
+    log_prob = log_density(site["fn"], site["value"])
     return per_image(scale_and_mask(log_prob, site["scale"], site["mask"]) if scaled else log_prob, k, n, nesting)
 
 
