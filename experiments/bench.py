@@ -344,7 +344,8 @@ def main() -> None:
     for vae in evaluated.values():
         is_log_likelihood(vae, x, k=1000)  # warm-up: the very shapes timed, so compilation is done
     dec = [base.z_dim, args.hidden, ds.x_dim]
-    gemms = decoder_gemms(dec, args.eval_images * 1000, device)
+    per_chunk = 2048 // args.eval_images * args.eval_images  # is_log_likelihood's rows: whole draws of the images
+    gemms = decoder_gemms(dec, args.eval_images * 1000, device, per_chunk)
 
     def eager(rows: int = 2048) -> None:
         is_log_likelihood(evaluated["eager"], x, k=1000, rows=rows)

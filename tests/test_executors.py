@@ -3,6 +3,7 @@ TCP on localhost (results identical to this process's; a worker SIGKILLed mid-ta
 resumed), submitit's local executor (no SLURM cluster here), and the refusals without the extras."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -75,13 +76,20 @@ def test_a_worker_killed_mid_task_has_its_task_retried_and_nothing_lost(in_proce
 
 
 def test_a_retried_task_resumes_what_its_own_call_began(tmp_path):
+    """A mark of this call with a checkpoint written after it: resume. An older checkpoint (the run --force
+    replaces, its worker killed before it was removed), no checkpoint, or another call's mark: the task's mode."""
     run = tmp_path / "run"
-    task = RunTask({}, str(run), "force", attempt="this-call", k=10, label="x")
+    task = RunTask({}, str(run), "force", attempt="this-call", ks=(10,), label="x")
     assert run_mode(task) == "force"
     run.mkdir()
+    (run / CHECKPOINT).write_bytes(b"")
+    os.utime(run / CHECKPOINT, ns=(1, 1))  # the replaced run's checkpoint, older than the mark
     (run / ATTEMPT).write_text("this-call")
+    assert run_mode(task) == "force"
+    (run / CHECKPOINT).unlink()
     assert run_mode(task) == "force"  # killed before its first checkpoint: start again
     (run / CHECKPOINT).write_bytes(b"")
+    os.utime(run / ATTEMPT, ns=(1, 1))
     assert run_mode(task) == "resume"
     (run / ATTEMPT).write_text("an-earlier-call")  # --force replaces what an earlier call made
     assert run_mode(task) == "force"
@@ -120,3 +128,31 @@ def test_bad_executor_options_are_refused_in_one_line(tmp_path, capsys, args, me
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "c").exists()
+
+
+def test_in_this_process_the_first_failure_stops_the_comparison():
+    """A stop signal's Interrupted (or any error) in one run: no later run starts."""
+    from vae_pyro.lab.executors import Inline, run_all
+    from vae_pyro.lab.train import Interrupted
+
+    started = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        if i == 1:
+            raise Interrupted("SIGINT at epoch 1, step 3", 2)
+        return i
+
+    with pytest.raises(Interrupted):
+        run_all(Inline(), task, [(0,), (1,), (2,)], "runs", progress=False)
+    assert started == [0, 1]
+
+
+def test_a_thread_pool_is_refused_in_one_line():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vae_pyro.errors import VaeError
+    from vae_pyro.lab.executors import run_all
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(VaeError, match="share one Pyro parameter store"):
+        run_all(pool, print, [(1,)], "runs", progress=False)

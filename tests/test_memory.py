@@ -18,6 +18,17 @@ def test_a_v2_limit_leaves_the_limit_less_the_usage(tmp_path):
     assert cgroup_room(root) == 3 * 2**30
 
 
+def test_a_slurm_jobs_limit_above_its_steps_cgroup_counts_and_page_cache_is_room(tmp_path):
+    """SLURM sets --mem on the job's cgroup; the process runs in a step below it, whose own memory.max is max.
+    Inactive page cache is reclaimed before an out-of-memory kill, so it counts as room."""
+    job = "sys/fs/cgroup/system.slice/slurmstepd.scope/job_7"
+    root = cgroup(tmp_path, "0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n", {
+        f"{job}/memory.max": "8589934592\n", f"{job}/memory.current": "3221225472\n",
+        f"{job}/memory.stat": "anon 1073741824\ninactive_file 1073741824\n",
+        f"{job}/step_0/user/task_0/memory.max": "max\n", f"{job}/step_0/user/task_0/memory.current": "100\n"})
+    assert cgroup_room(root) == 6 * 2**30
+
+
 def test_v2_without_a_limit_says_none(tmp_path):
     root = cgroup(tmp_path, "0::/user.slice\n", {"sys/fs/cgroup/user.slice/memory.max": "max\n",
                                                   "sys/fs/cgroup/user.slice/memory.current": "1000\n"})

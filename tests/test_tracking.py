@@ -47,7 +47,7 @@ def mlflow(run_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 def logged(kind: str, run_dir) -> dict[str, list[tuple[int, float]]]:
-    return tensorboard(run_dir / "tensorboard" / run_dir.name) if kind == "tensorboard" else mlflow(run_dir)
+    return tensorboard(run_dir / "tensorboard" / run_dir.name / run_dir.name) if kind == "tensorboard" else mlflow(run_dir)
 
 
 def history(run_dir) -> list[dict]:
@@ -96,7 +96,7 @@ def test_a_killed_and_resumed_run_tracks_each_step_once_with_the_uninterrupted_v
     agrees(tracked, killed, STEPS)
     assert tracked["step/loss"] == logged(kind, whole)["step/loss"]  # bit for bit, as metrics.jsonl is
     if kind == "tensorboard":  # the figures train draws, as images
-        acc = EventAccumulator(str(killed / "tensorboard" / "killed"), size_guidance={"images": 0})
+        acc = EventAccumulator(str(killed / "tensorboard" / "killed" / "killed"), size_guidance={"images": 0})
         acc.Reload()
         assert "figures/curves" in acc.Tags()["images"]
     else:
@@ -135,7 +135,7 @@ def test_a_comparison_is_one_experiment_with_a_run_per_seed_and_estimator(tmp_pa
         tracked = mlflow(out / f"seed-{seed}" / name)
         assert [s for s, _ in tracked["step/loss"]] == list(range(STEPS))
         key = LikelihoodKey(10).name
-        assert tracked[f"final/{key}"][-1][1] == pytest.approx(row[key], rel=1e-12)
+        assert tracked[f"summary/{key}"][-1][1] == pytest.approx(row[key], rel=1e-12)
     with file_store_allowed():
         assert "figures/seeds.png" in [a.path for a in client.list_artifacts(runs["comparison"].info.run_id, "figures")]
 
@@ -145,7 +145,7 @@ def test_a_comparison_in_processes_writes_one_event_folder_per_run(tmp_path):
     vp.compare("vae", "mnist5k", estimators=["trace", "meanfield"], epochs=1,
                k=10, grad_draws=2, loss_draws=2, grad_batches=1, jobs=2, out=out, log="tensorboard", **TINY)
     for name in ("trace", "meanfield"):
-        tracked = tensorboard(out / "tensorboard" / "seed-0" / name)
+        tracked = tensorboard(out / "tensorboard" / "c" / "seed-0" / name)
         assert [s for s, _ in tracked["step/loss"]] == list(range(STEPS))
         assert tracked["epoch/test_elbo"][0][1] == pytest.approx(history(out / name)[0]["test_elbo"], rel=FLOAT32)
 
@@ -172,3 +172,20 @@ def test_bad_log_options_are_refused_in_one_line(tmp_path, capsys):
             main(["train", *args, "--out", str(tmp_path / "r"), "--quiet"])
         assert exit.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "r").exists()
+
+
+def test_an_mlflow_resume_that_is_no_repeat_sends_its_steps_again_and_says_so(tmp_path):
+    """A resume with another --lr does not repeat the steps after the checkpoint: MLflow, which cannot delete,
+    gets them again beside the old ones, and the run is tagged with the step they start from."""
+    run = vp.fit("vae", "mnist5k", out=tmp_path / "run", epochs=1, log="mlflow", **TINY)
+    config = {**run.config.to_dict(), "lr": 1e-4}
+    with Tracking("mlflow").open(run.run, done=10, config=config, history=[], steps_per_epoch=STEPS) as sink:
+        for step in range(10, STEPS):
+            sink.step(step, 1e9)
+    loss = mlflow(run.run)["step/loss"]
+    assert [s for s, v in loss if v == 1e9] == list(range(10, STEPS))
+    assert len(loss) == STEPS + (STEPS - 10)
+    client, run_id = mlflow_client(run.run)
+    with file_store_allowed():
+        tags = client.get_run(run_id).data.tags
+    assert tags["vae_pyro.steps_sent_again_from"] == "10" and tags["resumed_with.lr"] == "0.0001"

@@ -13,6 +13,7 @@ repeats them bit for bit). The sink's place is kept in the run folder's ``tracki
 import contextlib
 import json
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ class Tracking:
         a tracker run that starts here. ``done=None``: attach to a finished run to add its evaluation and
         figures."""
         run_dir = Path(run_dir)
-        tracking = self if self.uri else self.within(run_dir)
+        tracking = self.within(run_dir)  # a given uri and experiment are kept
         name = tracking.name or run_dir.name
         sinks = {"tensorboard": TensorBoardSink, "mlflow": MlflowSink}
         return sinks[self.kind](tracking, name, run_dir, done, config or {}, list(history), steps_per_epoch)
@@ -137,9 +138,9 @@ class Sink(ABC):
         self.scalars(numbers(record, "epoch"), epoch_step(record["epoch"], self.steps_per_epoch))
         self.flush()
 
-    def final(self, metrics: dict[str, float]) -> None:
-        """The final evaluation, one step past the last training step."""
-        self.scalars(numbers(metrics, "final"), self.last + 1, always=True)
+    def final(self, metrics: dict[str, float], prefix: str = "final") -> None:
+        """The final evaluation, one step past the last training step, under ``prefix/``."""
+        self.scalars(numbers(metrics, prefix), self.last + 1, always=True)
 
     def flush(self) -> None:
         self._save_state()
@@ -168,13 +169,14 @@ class Sink(ABC):
 
 
 class TensorBoardSink(Sink):
-    """Event files in ``<uri>/<name>/``: ``tensorboard --logdir <uri>`` shows one run per name."""
+    """Event files in ``<uri>/<experiment>/<name>/``: ``tensorboard --logdir <uri>`` shows one run per
+    experiment and name, so comparisons sharing a log folder keep apart."""
 
     def __init__(self, tracking, name, run_dir, done, config, history, steps_per_epoch):
         from torch.utils.tensorboard import SummaryWriter
 
         super().__init__(tracking, name, run_dir, done, config, history, steps_per_epoch)
-        logdir = Path(self.uri) / name
+        logdir = Path(self.uri) / tracking.experiment / name
         fresh = done == 0 or not any(logdir.glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(str(logdir), purge_step=done, flush_secs=SEND_SECONDS)
         if done is not None and fresh:
@@ -208,18 +210,23 @@ class TensorBoardSink(Sink):
         super().close(status)
 
 
+_ENVIRON = threading.RLock()  # reentrant: a sink's calls nest
+
+
 @contextlib.contextmanager
 def file_store_allowed() -> Iterator[None]:
-    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set; set it for our calls only."""
-    saved = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["MLFLOW_ALLOW_FILE_STORE"]
-        else:
-            os.environ["MLFLOW_ALLOW_FILE_STORE"] = saved
+    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set; set it for our calls only
+    (one thread at a time: the environment is the process's)."""
+    with _ENVIRON:
+        saved = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+            else:
+                os.environ["MLFLOW_ALLOW_FILE_STORE"] = saved
 
 
 class MlflowSink(Sink):
@@ -250,9 +257,13 @@ class MlflowSink(Sink):
                     self._fill(config, history)
             else:
                 self.run_id = run_id
-                if done is not None:  # training resumes: the steps held are not sent again
-                    self.logged = self._logged_steps()
-                    self._resumed_with(config)
+                if done is not None:  # training resumes
+                    changed = self._resumed_with(config)
+                    failed = self.client.get_run(run_id).info.status == "FAILED"
+                    if changed or failed:  # its steps from the checkpoint on are not a repeat: all sent again
+                        self.client.set_tag(run_id, "vae_pyro.steps_sent_again_from", str(done))
+                    else:  # a repeat, bit for bit: the steps it holds are not sent again
+                        self.logged = self._logged_steps()
         self._save_state(run_id=self.run_id)
 
     def _experiment(self, name: str) -> str:
@@ -271,12 +282,16 @@ class MlflowSink(Sink):
         keys = self.client.get_run(self.run_id).data.metrics
         return {k: max(m.step for m in self.client.get_metric_history(self.run_id, k)) for k in keys}
 
-    def _resumed_with(self, config: dict) -> None:
-        """Parameters cannot change in MLflow: a value a resume changed (epochs, lr) becomes a tag."""
+    def _resumed_with(self, config: dict) -> bool:
+        """Parameters cannot change in MLflow: a value a resume changed (epochs, lr) becomes a tag. Whether
+        one that alters the steps did (not epochs: more of them, the same ones)."""
         params = self.client.get_run(self.run_id).data.params
+        changed = False
         for key, value in hyperparameters(config).items():
             if key in params and params[key] != str(value):
                 self.client.set_tag(self.run_id, f"resumed_with.{key}", str(value))
+                changed = changed or key != "epochs"
+        return changed
 
     def config(self, config: dict) -> None:
         from mlflow.entities import Param

@@ -11,7 +11,7 @@ on every worker (``--data-dir``).
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -31,15 +31,12 @@ class Executor(Protocol):
 
 
 class Inline:
-    """Runs each task at once, in this process (``--executor local --jobs 1``); its future holds the
-    result, or the exception, for ``result()`` to give."""
+    """Runs each task at once, in this process (``--executor local --jobs 1``); a task's error (a stop
+    signal's ``Interrupted`` too) goes straight up, and no later task runs."""
 
     def submit(self, fn: Callable, *args: Any) -> Future:
         future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as e:  # noqa: BLE001 - handed to the caller by result(), as a pool would; ^C goes up
-            future.set_exception(e)
+        future.set_result(fn(*args))
         return future
 
 
@@ -61,6 +58,8 @@ class ExecutorSpec:
         """This spec, or a VaeError naming what is wrong (an unknown kind, its package missing)."""
         if self.kind not in KINDS:
             raise VaeError(f"unknown --executor {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.jobs < 1:
+            raise VaeError(f"--jobs must be a positive integer, got {self.jobs}")
         if self.scheduler is not None and self.kind != "dask":
             raise VaeError("--scheduler names a Dask cluster's scheduler; add --executor dask")
         slurm_set = self.slurm_partition is not None or self.slurm_mem_gb is not None or self.slurm_gpus
@@ -102,6 +101,11 @@ def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
                                                            host="127.0.0.1", dashboard_address=None)
         try:
             with Client(spec.scheduler or cluster) as client:
+                threaded = {w: n for w, n in client.nthreads().items() if n > 1}
+                if threaded:
+                    raise VaeError(f"the Dask workers {', '.join(threaded)} run several threads, whose tasks would "
+                                   "share one Pyro parameter store; start them with one each (dask worker "
+                                   "--nthreads 1, or processes=True with threads_per_worker=1)")
                 yield client.get_executor(pure=False)  # a task whose worker dies is run again elsewhere
         finally:
             if cluster is not None:
@@ -118,7 +122,11 @@ def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
 def run_all(executor: Executor, fn: Callable, tasks: Sequence[tuple], desc: str, progress: bool,
             position: int = 0) -> list:
     """``fn(*task)`` for every task on ``executor``; the results in the tasks' order. A bar counts the
-    tasks done (elapsed, ETA); the first task to fail raises its error once all have ended."""
+    tasks done (elapsed, ETA). The first task to fail raises its error, and the tasks not yet started are
+    cancelled (those running finish: ``--resume`` keeps them)."""
+    if isinstance(executor, ThreadPoolExecutor):
+        raise VaeError("a thread pool's tasks would share one Pyro parameter store; use processes "
+                       "(ProcessPoolExecutor, --jobs N) or a Dask or SLURM executor")
     futures = [executor.submit(fn, *task) for task in tasks]
     with tqdm(total=len(futures), desc=desc, unit="run", position=position, disable=not progress) as bar:
         pending = set(range(len(futures)))
@@ -126,6 +134,11 @@ def run_all(executor: Executor, fn: Callable, tasks: Sequence[tuple], desc: str,
             done = {i for i in pending if futures[i].done()}
             bar.update(len(done))
             pending -= done
+            failed = next((futures[i] for i in sorted(done) if futures[i].exception() is not None), None)
+            if failed is not None:
+                for i in pending:
+                    futures[i].cancel()
+                failed.result()
             if pending:
                 time.sleep(0.2)
     return [f.result() for f in futures]

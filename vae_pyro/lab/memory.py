@@ -51,27 +51,41 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None  # cgroup v2 writes "max" where no limit is set
 
 
+def _inactive_file(folder: Path, key: str) -> int:
+    """Page cache the kernel reclaims before it kills: memory.stat's inactive file pages (0 if unread)."""
+    try:
+        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0
+    return int(stat.get(key, 0))
+
+
 def cgroup_room(root: Path = Path("/")) -> int | None:
-    """limit − usage of this process's memory cgroup (what SLURM's --mem and container limits set), or None
-    where no limit is set: cgroup v2's memory.max and memory.current, or v1's memory.limit_in_bytes and
-    memory.usage_in_bytes. Inside a container the cgroup's own folder may be the mount's root."""
+    """The memory this process's cgroups still leave it (what SLURM's --mem and container limits set), or
+    None where no limit is set: the least of limit − (usage − inactive page cache) over its cgroup and
+    every cgroup above it (SLURM sets the limit on the job, the process runs in a step below), with
+    cgroup v2's memory.max and memory.current or v1's memory.limit_in_bytes and memory.usage_in_bytes.
+    Inside a container the cgroup's own folder may be the mount's root."""
     try:
         lines = (root / "proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
+    rooms = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one unified hierarchy
-            mount, files = root / "sys/fs/cgroup", ("memory.max", "memory.current")
+            mount, files, inactive = root / "sys/fs/cgroup", ("memory.max", "memory.current"), "inactive_file"
         elif "memory" in controllers.split(","):
-            mount, files = root / "sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            mount = root / "sys/fs/cgroup/memory"
+            files, inactive = ("memory.limit_in_bytes", "memory.usage_in_bytes"), "total_inactive_file"
         else:
             continue
-        for folder in (mount / path.lstrip("/"), mount):
+        parts = Path(path.lstrip("/")).parts
+        for folder in [mount.joinpath(*parts[:i]) for i in range(len(parts), 0, -1)] + [mount]:
             limit, usage = (_read_int(folder / f) for f in files)
             if limit is not None and usage is not None and limit < UNLIMITED:
-                return max(0, limit - usage)
-    return None
+                rooms.append(max(0, limit - usage + _inactive_file(folder, inactive)))
+    return min(rooms) if rooms else None
 
 
 def parameter_bytes(build) -> int:

@@ -56,7 +56,8 @@ class FolderLock:
     """One writer per folder: an exclusive ``fcntl.flock`` on ``<folder>/.lock``, which names the
     process holding it. The OS releases it when that process ends, however it ends, so a killed
     run never blocks its own ``--resume``. On NFS (v4, or v3 with its lock service) and Lustre
-    (``-o flock``) flock locks hold across machines; where a file system has none, one line says so."""
+    (``-o flock``) flock locks hold across machines; where a file system refuses them, one line says so
+    (one that grants them per machine only, NFS ``nolock`` or Lustre ``localflock``, cannot be detected)."""
 
     NAME = ".lock"
 

@@ -76,7 +76,8 @@ def log_density(fn, value: torch.Tensor) -> torch.Tensor:
     base, event_dims = fn, 0
     while isinstance(base, torch.distributions.Independent):
         base, event_dims = base.base_dist, event_dims + base.reinterpreted_batch_ndims
-    if (torch.is_grad_enabled() or not event_dims or not isinstance(base, torch.distributions.Bernoulli)
+    bernoulli = getattr(type(base), "log_prob", None) is torch.distributions.Bernoulli.log_prob  # not a variant's
+    if (torch.is_grad_enabled() or not event_dims or not bernoulli
             or "logits" not in base.__dict__):  # given by logits (probs would be made from them lazily)
         return fn.log_prob(value)
     log_prob = hand.bernoulli_log_prob(value, base.logits)  # summed over the last dim
