@@ -103,5 +103,7 @@ def compare_and_report(options: dict, names: list[str], out, resume: bool = Fals
     from vae_pyro.report.comparison import write
 
     executor = ExecutorSpec(jobs=spec.pop("jobs", 1))
+    if "k" in spec:  # one K, as --k 10
+        spec["ks"] = (spec.pop("k"),)
     return compare(options, CompareSpec(tuple(names), **spec), out, resume, force, progress, render=write,
                    executor=executor).summary

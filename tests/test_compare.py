@@ -222,3 +222,24 @@ def test_load_comparison_refuses_what_is_not_a_finished_comparison(tmp_path):
     (tmp_path / "compare.json").write_text("{}")
     with pytest.raises(VaeError, match="did not finish .*--resume"):
         vp.load_comparison(tmp_path)
+
+
+def test_several_k_give_an_estimate_each_and_a_resume_adds_only_the_new_one(tmp_path):
+    """--k 10,20 evaluates each run at both K; --resume --k 10,20,40 keeps those two estimates (the same
+    numbers) and adds K = 40, so a large-K column can follow a finished comparison."""
+    out = tmp_path / "c"
+    first = compare_and_report(dict(TINY), ["trace", "meanfield"], out, ks=(10, 20), grad_draws=3, loss_draws=3,
+                               grad_batches=1)
+    row = first["estimators"][0]
+    assert {"test_is_log_likelihood_k10", "test_is_log_likelihood_k20_se"} <= set(row)
+    report = (out / "report.md").read_text()
+    assert "IS K=10" in report and "IS K=20" in report
+    again = compare_and_report(dict(TINY), ["trace", "meanfield"], out, resume=True, ks=(10, 20, 40), grad_draws=3,
+                               loss_draws=3, grad_batches=1)
+    for before, after in zip(first["estimators"], again["estimators"]):
+        for key in ("test_is_log_likelihood_k10", "test_is_log_likelihood_k20", "test_elbo"):
+            assert after[key] == before[key]
+        assert after["test_is_log_likelihood_k40"] > after["test_is_log_likelihood_k10"] - 1.0
+    assert "IS K=40" in (out / "report.md").read_text()
+    with pytest.raises(VaeError, match="--k must be distinct positive integers"):
+        compare_and_report(dict(TINY), ["trace"], tmp_path / "bad", ks=(10, 10))

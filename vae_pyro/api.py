@@ -84,7 +84,7 @@ def fit(model: type | str = "vae", data: datasets.Dataset | str | None = None, o
 
 
 def compare(model: type | str = "vae", data: datasets.Dataset | str | None = None,
-            estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int = 1000,
+            estimators: list[str] = DEFAULT_ESTIMATORS, out: str | Path | None = None, k: int | tuple[int, ...] = 1000,
             grad_draws: int = 100, loss_draws: int = 500, jobs: int = 1, resume: bool = False, force: bool = False,
             progress: bool = True, seeds: int = 1, reference: str | None = None, grad_batches: int = 3,
             log: str | None = None, log_uri: str | None = None, executor: str | Executor = "local",
@@ -92,7 +92,8 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
     """Every estimator in ``estimators`` on ``model`` from the same start: trained, evaluated, diagnosed,
     for ``seeds`` seeds (then one row per estimator with its mean and se over seeds and its paired
     difference to ``reference`` with a 95% interval). The files are those of ``vae-pyro compare``; the
-    result is the folder read back (``load_comparison``). ``log``: ``tensorboard`` or ``mlflow``, one
+    result is the folder read back (``load_comparison``). ``k``: importance samples per test image, or several
+    (``(1000, 5000)``: an estimate at each, side by side). ``log``: ``tensorboard`` or ``mlflow``, one
     experiment with a run per estimator and seed (``seed-S/estimator``), at ``log_uri`` (default inside ``out``).
     ``executor``: where the runs' tasks go: ``local`` (``jobs`` processes; 1: this one), ``dask`` (the cluster
     at ``scheduler``, or a local one of ``jobs`` workers), ``slurm`` (submitit jobs; ``slurm``: ``partition``,
@@ -100,7 +101,8 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
     cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
-    spec = CompareSpec(tuple(estimators), seeds, reference, k, grad_draws, grad_batches, loss_draws)
+    ks = (k,) if isinstance(k, int) else tuple(k)
+    spec = CompareSpec(tuple(estimators), seeds, reference, ks, grad_draws, grad_batches, loss_draws)
     if isinstance(executor, str):
         executor = ExecutorSpec(executor, jobs, scheduler, **{f"slurm_{k}": v for k, v in (slurm or {}).items()})
     compare_runs(given, spec, out, resume, force, progress, command="vae_pyro.compare(...)",

@@ -134,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.run}")
 
 
+def k_list(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(t) for t in text.split(","))
+
+
 def estimator_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -279,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="fixed training batches the gradient diagnostics average over [3]")
     p.add_argument("--resume", action="store_true", help="finish the comparison in --out; finished runs are kept")
     p.add_argument("--force", action="store_true", help="redo the comparison in --out")
-    p.add_argument("--k", type=positive_int, default=1000, help="importance samples per test image [1000]")
+    p.add_argument("--k", type=k_list, default=(1000,), help="importance samples per test image; several, such as "
+                                                             "1000,5000, give an estimate at each [1000]")
     p.add_argument("--grad-draws", type=positive_int, default=100, help="gradient draws per estimator [100]")
     p.add_argument("--loss-draws", type=positive_int, default=500, help="loss draws per estimator [500]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -38,7 +38,7 @@ from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.estimators import NAMES
 from vae_pyro.lab import diagnostics, distributed, stats, traces
-from vae_pyro.lab.evaluate import LikelihoodKey, evaluate
+from vae_pyro.lab.evaluate import LikelihoodKey, evaluate, likelihoods
 from vae_pyro.lab.executors import Executor, ExecutorSpec, run_all, started
 from vae_pyro.lab.experiment import (
     Data,
@@ -66,14 +66,14 @@ DEFAULT_ESTIMATORS = ("trace", "meanfield", "hand", "score", "iwae")
 @dataclass(frozen=True)
 class CompareSpec:
     """What a comparison runs and measures: the estimators, over ``seeds`` seeds, paired differences to
-    ``reference`` (default meanfield when compared, else the first); evaluation at K = ``k`` importance
-    samples; ``grad_draws`` gradient draws on each of ``grad_batches`` fixed batches; ``loss_draws`` loss
+    ``reference`` (default meanfield when compared, else the first); evaluation at each K of ``ks``
+    importance samples; ``grad_draws`` gradient draws on each of ``grad_batches`` fixed batches; ``loss_draws`` loss
     draws."""
 
     names: tuple[str, ...] = DEFAULT_ESTIMATORS
     seeds: int = 1
     reference: str | None = None
-    k: int = 1000
+    ks: tuple[int, ...] = (1000,)
     grad_draws: int = 100
     grad_batches: int = 3
     loss_draws: int = 500
@@ -84,14 +84,17 @@ class CompareSpec:
         if not names or len(set(names)) != len(names) or any(n not in NAMES for n in names):
             raise VaeError(f"--estimators must name distinct estimators from {', '.join(NAMES)}; "
                            f"got {','.join(names) or 'none'}")
-        for key in ("seeds", "grad_batches", "k", "grad_draws", "loss_draws"):
+        for key in ("seeds", "grad_batches", "grad_draws", "loss_draws"):
             if getattr(self, key) < 1:
                 raise VaeError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
+        ks = tuple(self.ks)
+        if not ks or len(set(ks)) != len(ks) or min(ks) < 1:
+            raise VaeError(f"--k must be distinct positive integers such as 1000 or 1000,5000, got {ks}")
         reference = self.reference or ("meanfield" if "meanfield" in names else names[0])
         if reference not in names:
             raise VaeError(f"--reference {reference} is not among the compared estimators ({','.join(names)}); "
                            "name one of them")
-        return CompareSpec(tuple(names), self.seeds, reference, self.k, self.grad_draws, self.grad_batches,
+        return CompareSpec(tuple(names), self.seeds, reference, ks, self.grad_draws, self.grad_batches,
                            self.loss_draws)
 
 
@@ -161,14 +164,14 @@ def tracked_as(cfg: Config) -> str:
 @dataclass(frozen=True)
 class RunTask:
     """One (seed, estimator) run, as a worker receives it: trained in ``run_dir`` in ``mode`` (new, force
-    or resume, as the comparison was asked), then evaluated at K = ``k``. ``attempt`` names this
+    or resume, as the comparison was asked), then evaluated at each K of ``ks``. ``attempt`` names this
     comparison's call: a task run again after its worker died finds its own mark and resumes."""
 
     config: dict
     run_dir: str
     mode: str
     attempt: str
-    k: int
+    ks: tuple[int, ...]
     label: str
     position: int = 0
     progress: bool = False
@@ -178,10 +181,14 @@ class RunTask:
 
 def run_mode(task: RunTask) -> str:
     """The task's mode, except that a run this comparison's call began continues from its checkpoint
-    (or, killed before its first one, starts again)."""
+    (one written after the mark: an older one is the run ``--force`` replaces), or, killed before its
+    first one, starts again."""
     run_dir = Path(task.run_dir)
-    mine = (run_dir / ATTEMPT).is_file() and (run_dir / ATTEMPT).read_text() == task.attempt
-    if (task.mode == "resume" or mine) and (run_dir / CHECKPOINT).is_file():
+    mark, checkpoint = run_dir / ATTEMPT, run_dir / CHECKPOINT
+    mine = mark.is_file() and mark.read_text() == task.attempt
+    if task.mode == "resume" and checkpoint.is_file():
+        return "resume"
+    if mine and checkpoint.is_file() and checkpoint.stat().st_mtime_ns >= mark.stat().st_mtime_ns:
         return "resume"
     return "force" if mine else task.mode
 
@@ -203,7 +210,7 @@ def train_and_evaluate(task: RunTask, data: Data | None = None) -> dict | None:
                  log=None if task.log is None else task.log.named(tracked_as(config)))
     if not result.leader:
         return None
-    return _evaluation(result.run, result.module, data, len(result.history), task.k, task.progress)
+    return _evaluation(result.run, result.module, data, len(result.history), task.ks, task.progress)
 
 
 @dataclass(frozen=True)
@@ -336,6 +343,9 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
     world = distributed.init(device)
     data = load_data(base, device, dataset)  # fails early on bad data, before anything is written
     check_estimators(names, {n: runs[seed_list[0], n] for n in names}, data, device)
+    # a static binarisation is each seed's own
+    seed_data = {s: data if s == base.seed or base.binarize != "static" else
+                 load_data(runs[s, names[0]], device, dataset) for s in seed_list}
     manifest = {"estimators": names, "seeds": spec.seeds, "options": options, "command": command}
 
     def prepare() -> None:
@@ -354,23 +364,25 @@ def compare(options: dict, spec: CompareSpec, out: str | Path, resume: bool = Fa
     lock = FolderLock(out)  # one compare per folder; each run folder has its own writer's lock besides
     distributed.from_leader(prepare, world)
     attempt = uuid.uuid4().hex
-    given = (data,) if in_process else ()  # a task elsewhere loads its own
+    def given(seed: int) -> tuple:  # a task elsewhere loads its own
+        return (seed_data[seed],) if in_process else ()
+
     try:
         with started(chosen, out) if isinstance(chosen, ExecutorSpec) else _as_is(chosen) as pool:
             train_tasks = [(RunTask(c.to_dict(), str(run_dirs[key]), _mode(run_dirs[key], resume, force), attempt,
-                                    spec.k, str(run_dirs[key].relative_to(out)), i, progress and in_process, threads,
-                                    log), *given) for i, (key, c) in enumerate(runs.items())]
+                                    spec.ks, str(run_dirs[key].relative_to(out)), i, progress and in_process, threads,
+                                    log), *given(key[0])) for i, (key, c) in enumerate(runs.items())]
             evaluations = run_all(pool, train_and_evaluate, train_tasks, "runs trained", progress and not in_process)
             if not world.leader:  # under torchrun the other ranks only train; rank 0 evaluates and reports
                 return None
             diagnose_tasks = [(DiagnoseTask({**options, "seed": s}, n, str(run_dirs[s, n]), spec.reference,
                                             str(run_dirs[s, spec.reference]), spec.grad_draws, spec.grad_batches,
-                                            spec.loss_draws, progress and in_process, threads), *given)
+                                            spec.loss_draws, progress and in_process, threads), *given(s))
                               for s, n in runs]
             diagnoses = run_all(pool, diagnose, diagnose_tasks, "runs diagnosed", progress and not in_process)
         evaluated = dict(zip(runs, evaluations))
         diagnosed = dict(zip(runs, diagnoses))
-        restored = {key: restore_run(run_dirs[key], device, loaded=data) for key in runs}
+        restored = {key: restore_run(run_dirs[key], device, loaded=seed_data[key[0]]) for key in runs}
         seeds = {s: summarise(spec, {n: runs[s, n] for n in names}, {n: restored[s, n] for n in names},
                               {n: evaluated[s, n] for n in names}, {n: diagnosed[s, n] for n in names},
                               out / folders[s], command) for s in seed_list}
@@ -400,7 +412,7 @@ def track_results(comparison: ComparisonRun, log: "Tracking") -> None:
         for row in seed.summary["estimators"]:
             name = row["estimator"]
             with log.named(tracked_as(seed.configs[name])).open(seed.out / name) as sink:
-                sink.final(row)
+                sink.final(row, "summary")
                 sink.figures(seed.out / name / "figures")
     with log.named("comparison").open(comparison.out) as sink:
         sink.figures(comparison.out / "figures")
@@ -414,7 +426,7 @@ def summarise(spec: CompareSpec, configs: dict[str, Config], runs: dict[str, Res
     grads = [row for n in names for row in diagnosed[n].initial] + [row for n in names for row in diagnosed[n].trained]
     losses = {n: diagnosed[n].losses for n in names}
     base = configs[names[0]]
-    summary = _summary(names, configs, histories, evaluations, grads, losses, spec.k)
+    summary = _summary(names, configs, histories, evaluations, grads, losses, spec.ks)
     summary.update({"reference": spec.reference, "command": command, "machine": machine(), "model": base.model,
                     "seed": base.seed})
     write_json(out / "summary.json", summary)
@@ -446,15 +458,18 @@ def seed_metrics(summary: dict) -> list[str]:
             if isinstance(value, int | float) and key != "epochs" and not key.endswith("_se")]
 
 
-def _evaluation(run_dir: Path, module: nn.Module, data: Data, epochs: int, k: int, progress: bool) -> dict:
-    """The run's evaluation.json if it is of this K and the final epoch, else a fresh evaluation (written there)."""
+def _evaluation(run_dir: Path, module: nn.Module, data: Data, epochs: int, ks: tuple[int, ...], progress: bool
+                ) -> dict:
+    """The run's evaluation at its final epoch and each K of ``ks`` (written to evaluation.json): what the file
+    holds of that epoch, with the estimates it lacks added (all of it afresh when it is of another epoch)."""
     path = run_dir / EVALUATION
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("epochs") == epochs and LikelihoodKey(k).name in saved:
-            return saved
-    result = {"epochs": epochs, **evaluate(module, data, k, progress=progress)}
-    write_json(path, result)
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("epochs") != epochs:
+        saved = {"epochs": epochs, **evaluate(module, data, ks[0], progress=progress)}
+    missing = tuple(k for k in ks if LikelihoodKey(k).name not in saved)
+    result = {**saved, **likelihoods(module, data, missing, progress)}
+    if result != saved or not path.exists():
+        write_json(path, result)
     return result
 
 
@@ -467,7 +482,7 @@ def _loss_draws(configs: dict[str, Config], module: nn.Module, x: torch.Tensor, 
         values = diagnostics.loss_draws(estimator, module, x, draws, y=y)
         out[name] = {"mean": values.mean().item(), "std": values.std().item(), "draws": values.tolist()}
     return out
-def _summary(names, configs, histories, evaluations, grads, losses, k) -> dict:
+def _summary(names, configs, histories, evaluations, grads, losses, ks) -> dict:
     batches = len({g["batch"] for g in grads})
     rows = []
     for name in names:
@@ -476,8 +491,9 @@ def _summary(names, configs, histories, evaluations, grads, losses, k) -> dict:
         row = {
             "estimator": name,
             "epochs": len(history),
-            **{key: ev[key] for key in ("test_elbo", "test_elbo_se", LikelihoodKey(k).name, LikelihoodKey(k).se,
-                                        "test_kl", "active_units")},
+            **{key: ev[key] for key in ("test_elbo", "test_elbo_se")},
+            **{key: ev[key] for k in ks for key in (LikelihoodKey(k).name, LikelihoodKey(k).se)},
+            **{key: ev[key] for key in ("test_kl", "active_units")},
             **{key: v for key, v in ev.items() if key.startswith("test_cluster_accuracy")},
             "seconds_per_epoch": seconds[len(seconds) // 2],
             "loss_std_per_image": losses[name]["std"],

@@ -152,19 +152,30 @@ class LikelihoodKey:
         return cls.all_in(record)[0]
 
 
-def evaluate(module: nn.Module, data: Data, k: int = 1000, samples: int = 10, progress: bool = False) -> dict:
+def likelihoods(module: nn.Module, data: Data, ks: tuple[int, ...], progress: bool = False) -> dict[str, float]:
+    """The IS log-likelihood of ``data``'s test set at each K of ``ks``: its mean and se over the images."""
+    x, y = data.test_x, labels(module, data.test_y)
+    result = {}
+    for k in ks:
+        log_px = is_log_likelihood(module, x, y, k, progress=progress)
+        key = LikelihoodKey(k)
+        result[key.name] = log_px.mean().item()
+        result[key.se] = (log_px.std() / math.sqrt(len(log_px))).item()
+    return result
+
+
+def evaluate(module: nn.Module, data: Data, k: int | tuple[int, ...] = 1000, samples: int = 10,
+             progress: bool = False) -> dict:
     """The module on ``data``'s test set: ELBO (``samples`` draws per image) ± its standard error,
-    reconstruction and KL, the K-sample IS log-likelihood, the reconstruction at the guide's mean,
-    active units. A model with no latent site has no bound on log p(x): only its reconstruction."""
+    reconstruction and KL, the IS log-likelihood at K = ``k`` (or at each of several), the reconstruction
+    at the guide's mean, active units. A model with no latent site has no bound on log p(x): only its
+    reconstruction."""
     x, y = data.test_x, labels(module, data.test_y)
     result = {f"test_{key}": v for key, v in metrics(module, x, y, samples).items()}
     result["elbo_samples"] = samples
     result["test_recon_at_mean"] = recon_at_mean(module, x, y)
     if traces.latent_sites(module, x[:1], None if y is None else y[:1]):
-        log_px = is_log_likelihood(module, x, y, k, progress=progress)
-        key = LikelihoodKey(k)
-        result[key.name] = log_px.mean().item()
-        result[key.se] = (log_px.std() / math.sqrt(len(log_px))).item()
+        result.update(likelihoods(module, data, (k,) if isinstance(k, int) else tuple(k), progress))
         result["active_units"] = active_units(module, x, y)
         result.update(cluster_accuracy(module, x, data.test_y, y))
     return result

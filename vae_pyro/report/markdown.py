@@ -47,19 +47,18 @@ def estimator_table() -> str:
 
 
 def results_table(summary: dict) -> str:
-    """One row per estimator: test ELBO and IS log-likelihood (± se over test images), KL, active units,
-    cluster accuracy of discrete sites, gradient variance (trained point), s/epoch."""
+    """One row per estimator: test ELBO and IS log-likelihood at each K (± se over test images), KL, active
+    units, cluster accuracy of discrete sites, gradient variance (trained point), s/epoch."""
     first = summary["estimators"][0]
-    key = LikelihoodKey.first_in(first)
-    k = key.name
+    keys = LikelihoodKey.all_in(first)
     clusters = [key for key in first if key.startswith("test_cluster_accuracy_")]
     rows = [[f"`{r['estimator']}`", f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
-             f"{r[k]:.2f} ± {r[key.se]:.2f}",
+             *(f"{r[key.name]:.2f} ± {r[key.se]:.2f}" for key in keys),
              f"{r['test_kl']:.2f}", str(r["active_units"]), *(f"{r[c]:.3f}" for c in clusters),
              f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
              f"{r.get('grad_var_model_trained', float('nan')):.3g}", f"{r['seconds_per_epoch']:.2f}"]
             for r in summary["estimators"]]
-    header = ["estimator", "test ELBO", f"test log p(x), IS K={key.k}", "test KL", "active units",
+    header = ["estimator", "test ELBO", *(f"test log p(x), IS K={key.k}" for key in keys), "test KL", "active units",
               *(f"cluster accuracy q({c.rsplit('_', 1)[1]}|x)" for c in clusters),
               "grad var φ (guide)", "grad var θ (model)", "s/epoch"]
     return markdown_table(header, rows)
@@ -148,18 +147,18 @@ def _diff(row: dict, key: str) -> str:
 
 def seeds_table(summary: dict) -> str:
     """One row per estimator over seeds: mean ± se over seeds, and the paired difference to the reference
-    with its 95% interval, for the test ELBO and the IS log-likelihood."""
+    with its 95% interval, for the test ELBO and the IS log-likelihood at each K."""
     first = summary["estimators"][0]
-    key = LikelihoodKey.first_in(first)
-    k = key.name
+    keys = LikelihoodKey.all_in(first)
     ref = summary["reference"]
-    rows = [[f"`{r['estimator']}`", _mean_se(r, "test_elbo"), _diff(r, "test_elbo"), _mean_se(r, k), _diff(r, k),
+    rows = [[f"`{r['estimator']}`", _mean_se(r, "test_elbo"), _diff(r, "test_elbo"),
+             *(cell for key in keys for cell in (_mean_se(r, key.name), _diff(r, key.name))),
              _mean_se(r, "test_kl"), _mean_se(r, "active_units", 1),
              f"{r.get('grad_var_guide_trained', float('nan')):.3g}",
              f"{r.get('grad_snr_guide_trained', float('nan')):.3f}", f"{r['seconds_per_epoch']:.2f}"]
             for r in summary["estimators"]]
-    header = ["estimator", "test ELBO", f"Δ vs `{ref}` [95%]", f"test log p(x), IS K={key.k}",
-              f"Δ vs `{ref}` [95%]", "test KL", "active units", "grad var φ (trained)", "SNR φ (trained)", "s/epoch"]
+    header = ["estimator", "test ELBO", f"Δ vs `{ref}` [95%]",
+              *(h for key in keys for h in (f"test log p(x), IS K={key.k}", f"Δ vs `{ref}` [95%]")), "test KL", "active units", "grad var φ (trained)", "SNR φ (trained)", "s/epoch"]
     return markdown_table(header, rows)
 
 
