@@ -71,6 +71,29 @@ def test_a_model_of_ones_own_goes_through_compare_evaluate_gradients_and_check(s
     assert checked.passed and len(checked.exact) == 2 and len(checked.table) == 4 * 3 and checked.table["ok"].all()
 
 
+class ValidatedVAE(ToyVAE):
+    """ToyVAE with Pyro's argument validation left on, as a modeller writes it: its Bernoulli refuses grey
+    pixels, so the lab may run it only on images binarised as training binarises them."""
+
+    def model(self, x, y=None):
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.dec(z), validate_args=True).to_event(1), obs=x)
+
+
+def test_a_model_that_validates_its_observations_trains_and_compares(small, tmp_path):
+    """Every probe of the lab (contract check, memory estimate, plate nesting, warm-up) sees binary images;
+    before, the contract check fed this model grey ones and it stopped with a traceback."""
+    fitted = vp.fit(ValidatedVAE, small, out=tmp_path / "f", epochs=1, batch_size=100, progress=False)
+    assert len(fitted.history) == 1
+    result = vp.compare(ValidatedVAE, small, ["trace", "meanfield"], out=tmp_path / "c", epochs=1, batch_size=100,
+                        grad_batches=1, **FAST)
+    assert list(result.table["estimator"]) == ["trace", "meanfield"]
+    with pytest.raises(ValueError, match="within the support"):  # the negative control: grey images are refused
+        pyro.poutine.trace(ValidatedVAE(784).model).get_trace(small.train_x[:2]).compute_log_prob()
+
+
 def test_guide_and_model_parameters_are_found_from_the_traces(small):
     toy = ToyVAE(784)
     groups = traces.parameter_groups(toy, small.test_x[:4])

@@ -45,9 +45,9 @@ from vae_pyro.lab.experiment import (
     RestoredRun,
     build_model,
     fixed_batch,
-    labels,
     load_data,
     make_estimator,
+    probe_batch,
     resolve_device,
     restore_run,
 )
@@ -151,7 +151,7 @@ def warm_up(cfg: Config, data: Data) -> None:
     device = data.train_x.device
     with traces.seeded_rng(cfg.seed, device):
         module = build_model(cfg, data, device)
-        x, y = data.train_x[:4], labels(module, data.train_y[:4])
+        x, y = probe_batch(data, cfg, 4, module)
         make_trainer(make_estimator(cfg, module, x, y), module, cfg.lr).step(x, y)
     pyro.clear_param_store()
 
@@ -304,7 +304,7 @@ def check_estimators(names: list[str], configs: dict[str, Config], data: Data, d
     """Refuse, before anything is written, an estimator the model cannot use, or a model with nothing to compare."""
     for name in names:
         module = build_model(configs[name], data, device)
-    x, y = data.train_x[:1], labels(module, data.train_y[:1])
+    x, y = probe_batch(data, configs[names[-1]], 1, module)
     if not traces.latent_sites(module, x, y):
         raise VaeError(f"compare compares ELBO estimators, and {configs[names[0]].model} has no latent site, so "
                        "every estimator's loss is the same; train it with vae-pyro train")

@@ -20,6 +20,7 @@ from vae_pyro.models import contract
 EVAL_SEED = 2013  # the test set's fixed binarisation and evaluation noise: the same for every run
 STATIC = 1  # stream key of a static training-set binarisation
 GRAD_BATCH = 2  # stream key of the fixed batch for gradient diagnostics
+PROBE = 3  # stream key of the images the lab's checks and probes run a model on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +60,16 @@ def labels(module: nn.Module, y: torch.Tensor) -> torch.Tensor | None:
     return y if getattr(module, "conditional", False) else None
 
 
+def probe_batch(tensors: Data, cfg: Config, n: int, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first ``n`` training images as training shows them to the model (binarised from a fixed stream
+    when training binarises: a model that validates its Bernoulli observations refuses grey ones), and their
+    labels for a conditional model: what the contract check, the memory probe and the warm-up run."""
+    x = tensors.train_x[:n]
+    if cfg.binarize == "dynamic":
+        x = data.binarise(x, data.seeded(EVAL_SEED, PROBE, device=x.device))
+    return x, labels(module, tensors.train_y[:n])
+
+
 def instantiate(cfg: Config, x_dim: int, device: torch.device | str = "cpu") -> nn.Module:
     """``cfg.model`` built from its options and ``x_dim``, initialised from ``cfg.seed`` alone (the same
     weights whatever the estimator)."""
@@ -73,7 +84,7 @@ def build_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     module = instantiate(cfg, data.train_x.shape[1], device)
     if callable(getattr(module, "init_from_data", None)):
         module.init_from_data(data.train_x)
-    x, y = data.train_x[:2], labels(module, data.train_y[:2])
+    x, y = probe_batch(data, cfg, 2, module)
     with traces.seeded_rng(cfg.seed, device):
         guide_tr, model_tr = contract.check(module, x, y)
     estimators.check_model(cfg.estimator, module, guide_tr, model_tr)

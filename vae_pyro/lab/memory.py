@@ -21,7 +21,7 @@ from vae_pyro import estimators
 from vae_pyro.config import Config
 from vae_pyro.errors import VaeError
 from vae_pyro.lab import traces
-from vae_pyro.lab.experiment import Data, build_model, instantiate, labels
+from vae_pyro.lab.experiment import Data, build_model, instantiate, probe_batch
 
 HEADROOM = 0.8  # refuse a step estimated to need more than this share of the memory available
 GIB = 2**30
@@ -126,7 +126,7 @@ def checked_model(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     if params > HEADROOM * available:
         refuse(params, "the parameters, their gradients and Adam's moments")
     module = build_model(cfg, data, device)
-    x, y = data.train_x[:4], labels(module, data.train_y[:4])
+    x, y = probe_batch(data, cfg, 4, module)
     name = cfg.estimator.removeprefix("jit-")  # measured eagerly
     own = estimators.options_of(name, options)
     probe = estimators.make(name, traces.plate_nesting(module, x, y), x.shape[1], iwae_k=spec.min_samples, **own)

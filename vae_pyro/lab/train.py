@@ -38,6 +38,7 @@ from vae_pyro.lab.experiment import (
     labels,
     load_data,
     make_estimator,
+    probe_batch,
     resolve_device,
 )
 from vae_pyro.lab.runs import CHECKPOINT, Run
@@ -201,7 +202,7 @@ def build(cfg: Config, data: Data, device: torch.device, world: distributed.Worl
     vae = memory.checked_model(cfg, data, device)  # refuses a step that would not fit, before any write
     if cfg.compile:
         compiling.compile_model(vae)
-    estimator = make_estimator(cfg, vae, data.train_x, labels(vae, data.train_y))
+    estimator = make_estimator(cfg, vae, *probe_batch(data, cfg, 1, vae))
     if world.size > 1:
         torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
         return vae, distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
