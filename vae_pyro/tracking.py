@@ -106,8 +106,7 @@ def hyperparameters(config: dict) -> dict[str, Any]:
 class Sink(ABC):
     """What the training loop and compare send; each tracker writes it its own way."""
 
-    def __init__(self, tracking: Tracking, name: str, run_dir: Path, done: int | None, config: dict,
-                 history: list[dict], steps_per_epoch: int):
+    def __init__(self, tracking: Tracking, name: str, run_dir: Path, done: int | None, steps_per_epoch: int):
         self.run_dir, self.name, self.uri = run_dir, name, tracking.uri
         self.state = self._read_state()
         self.last = self.state.get("step", -1) if done is None else done - 1
@@ -175,7 +174,7 @@ class TensorBoardSink(Sink):
     def __init__(self, tracking, name, run_dir, done, config, history, steps_per_epoch):
         from torch.utils.tensorboard import SummaryWriter
 
-        super().__init__(tracking, name, run_dir, done, config, history, steps_per_epoch)
+        super().__init__(tracking, name, run_dir, done, steps_per_epoch)
         logdir = Path(self.uri) / tracking.experiment / name
         fresh = done == 0 or not any(logdir.glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(str(logdir), purge_step=done, flush_secs=SEND_SECONDS)
@@ -237,7 +236,7 @@ class MlflowSink(Sink):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        super().__init__(tracking, name, run_dir, done, config, history, steps_per_epoch)
+        super().__init__(tracking, name, run_dir, done, steps_per_epoch)
         self.pending: list = []
         self.sent = time.monotonic()
         with file_store_allowed():
