@@ -10,8 +10,8 @@
 # by importance sampling with K = 1,000 on all 10,000 test images (about 100 s per model here).
 # K_FINAL adds a second estimate at that K to every run of both tables, evaluated in each run's own task
 # (compare --k K_EVAL,K_FINAL), so --jobs or EXTRA="--executor dask --scheduler ..." spread it too: about
-# 6 minutes per model at K = 5,000 here, 33 runs; off by default. Set on a finished output folder, it
-# adds only the new estimates (every step resumes).
+# 6 minutes per model at K = 5,000 here, 36 runs (26 in table 1, 10 in table 2); off by default. Set on a
+# finished output folder, it adds only the new estimates (every step resumes). TABLES=2 runs table 2 alone.
 #
 # Then `python experiments/fashion_tables.py runs/fashion` prints the tables and copies the figures.
 set -euo pipefail
@@ -23,6 +23,7 @@ K_EVAL=${K_EVAL:-1000}     # IS samples per test image for every run, all 10,000
 K_FINAL=${K_FINAL:-0}      # 0: none; else a second IS estimate at this K for every run
 BASELINE=${BASELINE:-decaying}   # score's baseline: the best of none / decaying / neural in a 3-epoch probe
 JOBS=${JOBS:-1}
+TABLES=${TABLES:-12}   # which tables to run: 1, 2 or 12
 read -r -a extra <<< "${EXTRA:-}"   # more compare options, e.g. EXTRA="--device cuda"
 KS=$K_EVAL; [ "$K_FINAL" -gt 0 ] && KS="$K_EVAL,$K_FINAL"
 common=(--dataset fashion-mnist --batch-size 128 --epochs "$EPOCHS" --k "$KS" --jobs "$JOBS" --resume --quiet
@@ -32,20 +33,25 @@ two=(--model examples/two_layer.py:TwoLayerVAE)   # Burda et al.'s two stochasti
 mkdir -p "$OUT"
 
 # 1. Estimators on the one-layer VAE: eight at K = 5 over seeds, the IWAE pair at K = 50 on seed 0.
-vae-pyro compare "${common[@]}" "${vae[@]}" --seeds "$SEEDS" --iwae-k 5 --baseline "$BASELINE" \
-    --estimators meanfield,trace,hand,stl,score,iwae,iwae-dreg,vimco --out "$OUT/vae-k5"
-vae-pyro compare "${common[@]}" "${vae[@]}" --iwae-k 50 --estimators iwae,iwae-dreg --out "$OUT/vae-k50"
+if [[ $TABLES == *1* ]]; then
+    vae-pyro compare "${common[@]}" "${vae[@]}" --seeds "$SEEDS" --iwae-k 5 --baseline "$BASELINE" \
+        --estimators meanfield,trace,hand,stl,score,iwae,iwae-dreg,vimco --out "$OUT/vae-k5"
+    vae-pyro compare "${common[@]}" "${vae[@]}" --iwae-k 50 --estimators iwae,iwae-dreg --out "$OUT/vae-k50"
+fi
 
 # 2. Burda et al. 2016's experiment, seed 0: the ELBO with K samples per image (VAE) against the IWAE
-#    bound at K = 1, 5, 50 (at K = 1 they are one estimator). One layer: the ELBO at K = 1 and IWAE at
-#    K = 5 and 50 are table 1's seed-0 runs, so only the ELBO at K = 5 and 50 is trained here.
-for k in 5 50; do
-    vae-pyro compare "${common[@]}" "${vae[@]}" --particles "$k" --estimators trace --out "$OUT/burda-vae-k$k"
-done
-vae-pyro compare "${common[@]}" "${two[@]}" --estimators trace --out "$OUT/burda-two-k1"
-for k in 5 50; do
-    vae-pyro compare "${common[@]}" "${two[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
-        --out "$OUT/burda-two-k$k"
-done
+#    bound at K = 1, 5, 50 (at K = 1 they are one estimator), with one and two stochastic layers. Its own
+#    folders, so TABLES=2 runs it alone (the one-layer K = 1 ELBO and K = 5, 50 IWAE runs repeat table 1's
+#    seed-0 configurations).
+if [[ $TABLES == *2* ]]; then
+    for layers in one two; do
+        if [ "$layers" = one ]; then model=("${vae[@]}"); else model=("${two[@]}"); fi
+        vae-pyro compare "${common[@]}" "${model[@]}" --estimators trace --out "$OUT/burda-$layers-k1"
+        for k in 5 50; do
+            vae-pyro compare "${common[@]}" "${model[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
+                --out "$OUT/burda-$layers-k$k"
+        done
+    done
+fi
 
 echo "done: python experiments/fashion_tables.py $OUT"

@@ -12,16 +12,12 @@ from pathlib import Path
 from vae_pyro.lab.evaluate import LikelihoodKey
 from vae_pyro.report.markdown import markdown_table
 
-# Burda et al.'s table: (layers, K) -> [(objective, compare folder, estimator)]; the one-layer ELBO at
-# K = 1 and IWAE at K = 5 and 50 are table 1's seed-0 runs.
-BURDA = {
-    ("one (z = 50)", 1): [("VAE", "vae-k5", "trace")],
-    ("one (z = 50)", 5): [("VAE", "burda-vae-k5", "trace"), ("IWAE", "vae-k5", "iwae")],
-    ("one (z = 50)", 50): [("VAE", "burda-vae-k50", "trace"), ("IWAE", "vae-k50", "iwae")],
-    ("two (z₁ = 100, z₂ = 50)", 1): [("VAE", "burda-two-k1", "trace")],
-    ("two (z₁ = 100, z₂ = 50)", 5): [("VAE", "burda-two-k5", "trace"), ("IWAE", "burda-two-k5", "iwae")],
-    ("two (z₁ = 100, z₂ = 50)", 50): [("VAE", "burda-two-k50", "trace"), ("IWAE", "burda-two-k50", "iwae")],
-}
+# Burda et al.'s table: (layers, K) -> [(objective, compare folder, estimator)], from fashion.sh's
+# burda-{one,two}-k{1,5,50} folders.
+LAYERS = {"one": "one (z = 50)", "two": "two (z₁ = 100, z₂ = 50)"}
+OBJECTIVES = [("VAE", "trace"), ("IWAE", "iwae")]  # at K = 1 they are one estimator: the first alone
+BURDA = {(label, k): [(objective, f"burda-{layers}-k{k}", estimator) for objective, estimator in OBJECTIVES[:1 + (k > 1)]]
+         for layers, label in LAYERS.items() for k in (1, 5, 50)}
 
 
 def load(path: Path) -> dict | None:
