@@ -7,6 +7,7 @@ achieved GFLOP/s and the fraction of the GEMM floor, and seconds per epoch of th
 the importance-sampled evaluation's throughput.
 
     python experiments/bench.py [--discrete] [--dataset fashion-mnist] [--batch 128] [--hidden 400] [--z-dim 50]
+                                [--activation relu]
                                 [--threads 2] [--device cpu] [--blocks 7] [--steps 40]
                                 [--estimators meanfield,trace,jit-trace,jit-meanfield,score,iwae]
                                 [--compiled hand,meanfield,trace]
@@ -274,6 +275,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="[128; 50 with --discrete]")
     p.add_argument("--hidden", type=int, default=400)
     p.add_argument("--z-dim", type=int, default=50)
+    p.add_argument("--activation", default="relu", help="the MLP's hidden activation (Pyro's example: softplus)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--blocks", type=int, default=7)
@@ -293,7 +295,8 @@ def main() -> None:
     if args.discrete:
         return discrete(args, device)
 
-    base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim)
+    base = Config(dataset=args.dataset, batch_size=args.batch, hidden=(args.hidden,), z_dim=args.z_dim,
+                  activation=args.activation)
     ds = D.load(args.dataset)
     x_all = D.binarise(ds.train_x, D.seeded(0)).to(device)
     steps_per_epoch = len(ds.train_x) // args.batch
@@ -321,7 +324,7 @@ def main() -> None:
     times = alternated({label: trainer.step for label, (trainer, _) in trainers.items()}, batches, args.blocks, device)
 
     hand = statistics.median(times["hand loop"])
-    print(f"{args.dataset}, MLP 784-{args.hidden}-{args.z_dim}-{args.hidden}-784, batch {args.batch}, "
+    print(f"{args.dataset}, MLP 784-{args.hidden}-{args.z_dim}-{args.hidden}-784 ({args.activation}), batch {args.batch}, "
           f"{device}, {args.threads} threads, {platform.machine()}, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
     print(f"{args.blocks} blocks x {args.steps} steps per variant, alternated\n")
     print("| variant | ms/step median (min-max) | x hand loop | GFLOP/s | GEMM floor / step time | s/epoch |")
