@@ -1,13 +1,16 @@
 """A comparison's tasks on real engines, on this machine: a Dask scheduler and two worker processes over
 TCP on localhost (results identical to this process's; a worker SIGKILLed mid-task, its task retried and
-resumed), submitit's local executor (no SLURM cluster here), and the refusals without the extras."""
+resumed), a one-node SLURM cluster on localhost through submitit (``slurm_cluster.py``), submitit's local
+executor, and the refusals without the extras."""
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 from conftest import compare_and_report
+from slurm_cluster import PARTITION, missing, one_node_cluster
 
 import vae_pyro as vp
 from vae_pyro.cli import main
@@ -95,8 +98,27 @@ def test_a_retried_task_resumes_what_its_own_call_began(tmp_path):
     assert run_mode(task) == "force"
 
 
+@pytest.mark.skipif(missing() is not None, reason=f"no SLURM cluster can start here: {missing()}")
+def test_a_one_node_slurm_cluster_gives_the_numbers_of_this_process(in_process, tmp_path, monkeypatch):
+    """``--executor slurm``: every task an sbatch job that slurmctld schedules and slurmd runs, on localhost."""
+    out = tmp_path / "c"
+    with one_node_cluster(tmp_path / "slurm") as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        main(["compare", "--model", "vae", "--estimators", ",".join(NAMES), "--out", str(out), "--quiet",
+              "--executor", "slurm", "--slurm-partition", PARTITION, "--slurm-time", "10", "--k", "10",
+              "--grad-draws", "3", "--loss-draws", "3", "--grad-batches", "1", "--hidden", "32", "--z-dim", "4",
+              "--epochs", "2", "--batch-size", "256"])
+        jobs = {path.name.split("_")[0] for path in (out / "slurm").glob("*_log.out")}
+        states = [subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+                  for job in jobs]
+    assert len(jobs) == 2 * len(NAMES)  # each run trained in one job and diagnosed in another
+    assert all("JobState=COMPLETED" in state and f"Partition={PARTITION}" in state for state in states), states
+    assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
+
+
 def test_submitits_local_executor_gives_the_numbers_of_this_process(in_process, tmp_path):
-    """submitit's LocalExecutor: each task a job in its own process, as on SLURM (no SLURM cluster here)."""
+    """submitit's LocalExecutor: each task a job in its own process, as SLURM runs them."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
