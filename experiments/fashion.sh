@@ -11,7 +11,8 @@
 # K_FINAL adds a second estimate at that K to every run of both tables, evaluated in each run's own task
 # (compare --k K_EVAL,K_FINAL), so --jobs or EXTRA="--executor dask --scheduler ..." spread it too: about
 # 6 minutes per model at K = 5,000 here, 36 runs (26 in table 1, 10 in table 2); off by default. Set on a
-# finished output folder, it adds only the new estimates (every step resumes). TABLES=2 runs table 2 alone.
+# finished output folder, it adds only the new estimates (every step resumes). TABLES=2 runs table 2 alone;
+# LAYERS and BURDA_KS choose its rows (LAYERS=two BURDA_KS="5 50": the two-layer rows at K = 5 and 50).
 #
 # Then `python experiments/fashion_tables.py runs/fashion` prints the tables and copies the figures.
 set -euo pipefail
@@ -24,6 +25,8 @@ K_FINAL=${K_FINAL:-0}      # 0: none; else a second IS estimate at this K for ev
 BASELINE=${BASELINE:-decaying}   # score's baseline: the best of none / decaying / neural in a 3-epoch probe
 JOBS=${JOBS:-1}
 TABLES=${TABLES:-12}   # which tables to run: 1, 2 or 12
+LAYERS=${LAYERS:-one two}   # table 2's stochastic layers
+BURDA_KS=${BURDA_KS:-1 5 50}   # table 2's K
 read -r -a extra <<< "${EXTRA:-}"   # more compare options, e.g. EXTRA="--device cuda"
 KS=$K_EVAL; [ "$K_FINAL" -gt 0 ] && KS="$K_EVAL,$K_FINAL"
 common=(--dataset fashion-mnist --batch-size 128 --epochs "$EPOCHS" --k "$KS" --jobs "$JOBS" --resume --quiet
@@ -44,12 +47,15 @@ fi
 #    folders, so TABLES=2 runs it alone (the one-layer K = 1 ELBO and K = 5, 50 IWAE runs repeat table 1's
 #    seed-0 configurations).
 if [[ $TABLES == *2* ]]; then
-    for layers in one two; do
+    for layers in $LAYERS; do
         if [ "$layers" = one ]; then model=("${vae[@]}"); else model=("${two[@]}"); fi
-        vae-pyro compare "${common[@]}" "${model[@]}" --estimators trace --out "$OUT/burda-$layers-k1"
-        for k in 5 50; do
-            vae-pyro compare "${common[@]}" "${model[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
-                --out "$OUT/burda-$layers-k$k"
+        for k in $BURDA_KS; do
+            if [ "$k" = 1 ]; then
+                vae-pyro compare "${common[@]}" "${model[@]}" --estimators trace --out "$OUT/burda-$layers-k1"
+            else
+                vae-pyro compare "${common[@]}" "${model[@]}" --particles "$k" --iwae-k "$k" --estimators trace,iwae \
+                    --out "$OUT/burda-$layers-k$k"
+            fi
         done
     done
 fi
