@@ -85,10 +85,38 @@ class ExecutorSpec:
         return None
 
 
+class Resubmittable:
+    """A task that SLURM may stop and start again. Before a job's time limit SLURM signals it (submitit asks
+    for ``--signal=USR2@90``); submitit then calls ``checkpoint``, which asks for the same call once more, and
+    requeues the job. The task, run again, finds its own run's checkpoint and resumes (``compare.run_mode``);
+    a preempted job is requeued the same way."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def checkpoint(self, *args: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args)
+
+
+class Requeueing:
+    """A submitit executor whose every task is ``Resubmittable``."""
+
+    def __init__(self, executor: Executor):
+        self.executor = executor
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        return self.executor.submit(Resubmittable(fn), *args)
+
+
 @contextmanager
 def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
     """The executor of ``spec``, shut down after the block (a local Dask cluster with it). SLURM's job
-    scripts and logs go to ``folder/slurm``."""
+    scripts and logs go to ``folder/slurm``, and a job stopped at its time limit or preempted is requeued."""
     if spec.in_process:
         yield Inline()
     elif spec.kind == "local":
@@ -116,7 +144,7 @@ def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
         executor = submitit.AutoExecutor(folder=folder / "slurm")
         executor.update_parameters(timeout_min=spec.slurm_minutes, slurm_partition=spec.slurm_partition,
                                    mem_gb=spec.slurm_mem_gb, gpus_per_node=spec.slurm_gpus or None, tasks_per_node=1)
-        yield executor
+        yield Requeueing(executor)
 
 
 def run_all(executor: Executor, fn: Callable, tasks: Sequence[tuple], desc: str, progress: bool,
