@@ -17,7 +17,8 @@ and each estimator through fit's fast path (`fast`) and through pyro.infer.SVI (
 C++ compiler, `--compiled` estimators once more with `--compile` (torch.compile of the networks and
 the hand loss, compiled before the timing starts), and the evaluation eager and compiled.
 The GEMM floor is the time of a training step's matrix products alone (forward, and backward's
-two per layer) at this batch size, measured here: the arithmetic a step cannot avoid.
+two per layer, one at the first, whose input is the data) at this batch size, measured here: the
+arithmetic a step cannot avoid.
 """
 
 import argparse
@@ -60,20 +61,24 @@ def layer_shapes(cfg: Config, x_dim: int) -> list[tuple[int, int, int]]:
 
 
 def step_flops(shapes: list[tuple[int, int, int]]) -> float:
-    """Forward 2·r·m·n per layer; backward twice that (input and weight gradients)."""
-    return sum(6.0 * r * m * n for r, m, n in shapes)
+    """Forward 2·r·m·n per layer and the weight gradient as much again; the input gradient too, 2·r·m·n,
+    at every layer but the first, whose input is the data (no gradient)."""
+    return sum((4.0 if i == 0 else 6.0) * r * m * n for i, (r, m, n) in enumerate(shapes))
 
 
 def gemm_floor_ms(shapes: list[tuple[int, int, int]], device: torch.device, repeats: int = 30) -> float:
-    """Median time of the step's GEMMs alone: Y = XW, dX = dY Wᵀ, dW = Xᵀ dY for every layer."""
+    """Median time of the step's GEMMs alone: Y = XW and dW = Xᵀ dY for every layer, dX = dY Wᵀ for all but
+    the first (the data's)."""
     mats = [(torch.randn(r, m, device=device), torch.randn(m, n, device=device), torch.randn(r, n, device=device))
             for r, m, n in shapes]
     times = []
     for i in range(repeats + 3):
         sync(device)
         start = time.perf_counter()
-        for x, w, dy in mats:
-            x @ w, dy @ w.T, x.T @ dy
+        for layer, (x, w, dy) in enumerate(mats):
+            x @ w, x.T @ dy
+            if layer > 0:
+                dy @ w.T
         sync(device)
         if i >= 3:
             times.append(time.perf_counter() - start)
@@ -317,9 +322,10 @@ def main() -> None:
             compile_model(vae)
         trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
         flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
-    floor_of = {n: gemm_floor_ms(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim), device)
-                for n in dict.fromkeys(n for n, _, _ in variants.values())}  # once per estimator: same shapes
-    floor = {label: floor_of[n] for label, (n, _, _) in variants.items()}
+    shapes = {label: tuple(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim))
+              for label, (n, _, _) in variants.items()}
+    floor_of = {s: gemm_floor_ms(list(s), device) for s in dict.fromkeys(shapes.values())}  # once per shape set
+    floor = {label: floor_of[s] for label, s in shapes.items()}
 
     times = alternated({label: trainer.step for label, (trainer, _) in trainers.items()}, batches, args.blocks, device)
 

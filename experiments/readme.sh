@@ -50,7 +50,8 @@ bash experiments/examples.sh
 # Speed (full Fashion-MNIST from Debian's dataset-fashion-mnist package, or the torchvision download).
 python experiments/bench.py
 python experiments/bench.py --discrete
-python experiments/pyro_example_loop.py
+python experiments/pyro_example_loop.py --epochs 5
+python experiments/bench.py --batch 256 --activation softplus --estimators meanfield,trace,jit-trace,jit-meanfield
 
 # Full scale: the Fashion-MNIST tables and learning curves (resumable; about 2 hours on 2 cores).
 bash experiments/score_baselines.sh
