@@ -14,6 +14,7 @@ from slurm_cluster import PARTITION, deadline, missing, one_node_cluster
 
 import vae_pyro as vp
 from vae_pyro.cli import main
+from vae_pyro.errors import VaeError
 from vae_pyro.lab.compare import RunTask, run_mode
 from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT
 
@@ -153,6 +154,13 @@ def test_submitits_local_executor_gives_the_numbers_of_this_process(in_process, 
     assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
 
 
+def test_the_slurm_options_spelled_as_on_the_command_line_are_refused_naming_the_dict(tmp_path):
+    with pytest.raises(VaeError, match=r"slurm=\{'partition': 'gpu', 'minutes': 30\}, not slurm_partition="):
+        vp.compare("vae", "mnist5k", NAMES, out=tmp_path / "c", executor="slurm", slurm_partition="gpu",
+                   slurm_minutes=30, **TINY)
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("kind, module, extra", [("dask", "distributed", "dask"), ("slurm", "submitit", "slurm")])
 def test_without_the_extra_one_line_names_the_install_and_nothing_is_written(tmp_path, monkeypatch, capsys, kind,
                                                                               module, extra):
@@ -198,7 +206,6 @@ def test_in_this_process_the_first_failure_stops_the_comparison():
 def test_a_thread_pool_is_refused_in_one_line():
     from concurrent.futures import ThreadPoolExecutor
 
-    from vae_pyro.errors import VaeError
     from vae_pyro.lab.executors import run_all
 
     with ThreadPoolExecutor(2) as pool, pytest.raises(VaeError, match="share one Pyro parameter store"):

@@ -30,6 +30,7 @@ from vae_pyro import data as datasets
 from vae_pyro import estimators as registry
 from vae_pyro import tracking
 from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
 from vae_pyro.lab import checks, diagnostics, traces
 from vae_pyro.lab import evaluate as evaluation
 from vae_pyro.lab.compare import DEFAULT_ESTIMATORS, CompareSpec, config_for
@@ -98,6 +99,10 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
     ``executor``: where the runs' tasks go: ``local`` (``jobs`` processes; 1: this one), ``dask`` (the cluster
     at ``scheduler``, or a local one of ``jobs`` workers), ``slurm`` (submitit jobs; ``slurm``: ``partition``,
     ``minutes``, ``mem_gb``, ``gpus``), or any executor object with ``submit(fn, *args)``."""
+    spelled = {k.removeprefix("slurm_"): v for k, v in options.items() if k.startswith("slurm_")}
+    if spelled:  # the command line's --slurm-partition and friends, which would otherwise go to the model
+        raise VaeError(f"compare takes the SLURM options in one dict: slurm={spelled!r}, not "
+                       f"{', '.join(f'slurm_{k}=' for k in spelled)}")
     cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
