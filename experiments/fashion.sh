@@ -25,8 +25,14 @@ K_FINAL=${K_FINAL:-0}      # 0: none; else a second IS estimate at this K for ev
 BASELINE=${BASELINE:-decaying}   # score's baseline: the best of none / decaying / neural in a 3-epoch probe
 JOBS=${JOBS:-1}
 TABLES=${TABLES:-12}   # which tables to run: 1, 2 or 12
-LAYERS=${LAYERS:-one two}   # table 2's stochastic layers
-BURDA_KS=${BURDA_KS:-1 5 50}   # table 2's K
+read -r -a layer_list <<< "${LAYERS:-one two}"   # table 2's stochastic layers
+read -r -a burda_ks <<< "${BURDA_KS:-1 5 50}"   # table 2's K
+for layers in "${layer_list[@]}"; do
+    case $layers in one|two) ;; *) echo "fashion.sh: LAYERS takes one and two, not '$layers'" >&2; exit 2 ;; esac
+done
+for k in "${burda_ks[@]}"; do
+    case $k in 1|5|50) ;; *) echo "fashion.sh: BURDA_KS takes 1, 5 and 50 (table 2's K), not '$k'" >&2; exit 2 ;; esac
+done
 read -r -a extra <<< "${EXTRA:-}"   # more compare options, e.g. EXTRA="--device cuda"
 KS=$K_EVAL; [ "$K_FINAL" -gt 0 ] && KS="$K_EVAL,$K_FINAL"
 common=(--dataset fashion-mnist --batch-size 128 --epochs "$EPOCHS" --k "$KS" --jobs "$JOBS" --resume --quiet
@@ -47,9 +53,9 @@ fi
 #    folders, so TABLES=2 runs it alone (the one-layer K = 1 ELBO and K = 5, 50 IWAE runs repeat table 1's
 #    seed-0 configurations).
 if [[ $TABLES == *2* ]]; then
-    for layers in $LAYERS; do
+    for layers in "${layer_list[@]}"; do
         if [ "$layers" = one ]; then model=("${vae[@]}"); else model=("${two[@]}"); fi
-        for k in $BURDA_KS; do
+        for k in "${burda_ks[@]}"; do
             if [ "$k" = 1 ]; then
                 vae-pyro compare "${common[@]}" "${model[@]}" --estimators trace --out "$OUT/burda-$layers-k1"
             else
