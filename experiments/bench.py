@@ -314,16 +314,15 @@ def main() -> None:
     compiled = [n for n in args.compiled.split(",") if n] if cxx_found() else []
     for name in compiled:
         variants["hand loop compiled" if name == "hand" else f"{name} fast compiled"] = (name, "fast", True)
-    trainers, flops = {}, {}
+    trainers, shapes = {}, {}
     for label, (name, loop, with_compile) in variants.items():
         cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
         vae = instantiate(cfg, ds.x_dim, device)
         if with_compile:
             compile_model(vae)
         trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
-        flops[label] = step_flops(layer_shapes(cfg, ds.x_dim))
-    shapes = {label: tuple(layer_shapes(Config(**{**base.to_dict(), "estimator": n}), ds.x_dim))
-              for label, (n, _, _) in variants.items()}
+        shapes[label] = tuple(layer_shapes(cfg, ds.x_dim))
+    flops = {label: step_flops(list(s)) for label, s in shapes.items()}
     floor_of = {s: gemm_floor_ms(list(s), device) for s in dict.fromkeys(shapes.values())}  # once per shape set
     floor = {label: floor_of[s] for label, s in shapes.items()}
 

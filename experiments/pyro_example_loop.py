@@ -20,6 +20,7 @@ every epoch inside the timing: time those with ``bench.py``. Last, one pass over
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import pyro
 import pyro.distributions as dist
@@ -72,18 +73,11 @@ def cached_loader(images: torch.Tensor) -> DataLoader:
                       shuffle=True)
 
 
-def loader_epoch(loader: DataLoader) -> float:
-    """Seconds of one pass over ``loader``, doing nothing with its batches."""
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    return time.perf_counter() - start
-
-
-def example_epoch(svi: SVI, loader: DataLoader) -> float:
+def epoch_seconds(loader: DataLoader, step: Callable[[torch.Tensor], object]) -> float:
+    """Seconds of one pass over ``loader``, calling ``step`` on each batch of images."""
     start = time.perf_counter()
     for x, _ in loader:
-        svi.step(x)
+        step(x)
     return time.perf_counter() - start
 
 
@@ -106,7 +100,7 @@ def main() -> None:
     ours = {name: [] for name in args.estimators.split(",")}
     theirs = []
     for epoch in range(1, args.epochs + 1):
-        theirs.append(example_epoch(svi, loader))
+        theirs.append(epoch_seconds(loader, svi.step))
         for name, seconds in ours.items():
             result = vp.fit("vae", data, out=f"{args.out}/{name}", estimator=name, epochs=epoch, resume=epoch > 1,
                             force=epoch == 1, **options)
@@ -122,7 +116,7 @@ def main() -> None:
         s = statistics.median(seconds)
         print(f"| vae-pyro train --estimator {name} | {s:.2f} ({', '.join(f'{t:.2f}' for t in seconds)}) | "
               f"{example_s / s:.2f} |")
-    print(f"\nthe example's DataLoader alone, one pass: {loader_epoch(loader):.2f} s ({len(loader)} batches; "
+    print(f"\nthe example's DataLoader alone, one pass: {epoch_seconds(loader, lambda x: None):.2f} s ({len(loader)} batches; "
           f"vae-pyro train takes {len(data.train_x) // BATCH}, dropping the partial one)")
 
 

@@ -145,6 +145,12 @@ def one_node_cluster(folder: Path) -> Iterator[dict[str, str]]:
             stop(list(daemons.values()))
 
 
+def job_records(jobs_folder: Path) -> list[str]:
+    """``scontrol show job`` of every job whose log submitit wrote in ``jobs_folder`` (the cluster still up)."""
+    jobs = {path.name.split("_")[0] for path in jobs_folder.glob("*_log.out")}
+    return [subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout for job in jobs]
+
+
 def stop(daemons: list[subprocess.Popen]) -> None:
     """SIGTERM each daemon, last started first; SIGKILL any still running 15 s later."""
     for daemon in reversed(daemons):

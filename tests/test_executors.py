@@ -5,12 +5,11 @@ before its time limit requeued and resumed), submitit's local executor, and the 
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 from conftest import compare_and_report
-from slurm_cluster import PARTITION, deadline, missing, one_node_cluster
+from slurm_cluster import PARTITION, deadline, job_records, missing, one_node_cluster
 
 import vae_pyro as vp
 from vae_pyro.cli import main
@@ -99,42 +98,42 @@ def test_a_retried_task_resumes_what_its_own_call_began(tmp_path):
     assert run_mode(task) == "force"
 
 
-@pytest.mark.skipif(missing() is not None, reason=f"no SLURM cluster can start here: {missing()}")
-def test_a_one_node_slurm_cluster_gives_the_numbers_of_this_process(in_process, tmp_path, monkeypatch):
-    """``--executor slurm``: every task an sbatch job that slurmctld schedules and slurmd runs, on localhost."""
-    out = tmp_path / "c"
-    with one_node_cluster(tmp_path / "slurm") as env, deadline(600):
+@pytest.fixture
+def slurm(tmp_path, monkeypatch):
+    """A one-node SLURM cluster on localhost, this process pointed at it; each test's wait bounded."""
+    reason = missing()
+    if reason is not None:
+        pytest.skip(f"no SLURM cluster can start here: {reason}")
+    with one_node_cluster(tmp_path / "slurm") as env, deadline(900):
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        main(["compare", "--model", "vae", "--estimators", ",".join(NAMES), "--out", str(out), "--quiet",
-              "--executor", "slurm", "--slurm-partition", PARTITION, "--slurm-time", "10", "--k", "10",
-              "--grad-draws", "3", "--loss-draws", "3", "--grad-batches", "1", "--hidden", "32", "--z-dim", "4",
-              "--epochs", "2", "--batch-size", "256"])
-        jobs = {path.name.split("_")[0] for path in (out / "slurm").glob("*_log.out")}
-        states = [subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-                  for job in jobs]
-    assert len(jobs) == 2 * len(NAMES)  # each run trained in one job and diagnosed in another
+        yield
+
+
+def test_a_one_node_slurm_cluster_gives_the_numbers_of_this_process(in_process, slurm, tmp_path):
+    """``--executor slurm``: every task an sbatch job that slurmctld schedules and slurmd runs, on localhost."""
+    out = tmp_path / "c"
+    main(["compare", "--model", "vae", "--estimators", ",".join(NAMES), "--out", str(out), "--quiet",
+          "--executor", "slurm", "--slurm-partition", PARTITION, "--slurm-time", "10", "--k", "10",
+          "--grad-draws", "3", "--loss-draws", "3", "--grad-batches", "1", "--hidden", "32", "--z-dim", "4",
+          "--epochs", "2", "--batch-size", "256"])
+    states = job_records(out / "slurm")
+    assert len(states) == 2 * len(NAMES)  # each run trained in one job and diagnosed in another
     assert all("JobState=COMPLETED" in state and f"Partition={PARTITION}" in state for state in states), states
     assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
 
 
 @pytest.mark.slow  # about 4 minutes, nearly all of it slurmctld holding the requeued job before it may start again
-@pytest.mark.skipif(missing() is not None, reason=f"no SLURM cluster can start here: {missing()}")
-def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_resumes(in_process, tmp_path, monkeypatch):
+def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_resumes(in_process, slurm, tmp_path, monkeypatch):
     """USR2 in the second epoch of one training job, once (what SLURM sends 90 s before the limit): submitit
     requeues the job, which resumes from the epoch-1 checkpoint; nothing is lost and the numbers are the same."""
     monkeypatch.setenv("VAE_PYRO_FAILPOINT", "step:22")
     monkeypatch.setenv("VAE_PYRO_FAILPOINT_SIGNAL", "USR2")
     monkeypatch.setenv("VAE_PYRO_FAILPOINT_ONCE", str(tmp_path / "signalled"))
     out = tmp_path / "c"
-    with one_node_cluster(tmp_path / "slurm") as env, deadline(900):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        vp.compare("vae", "mnist5k", NAMES, out=out, executor="slurm", slurm={"partition": PARTITION}, progress=False,
-                   **SPEC, **TINY)
-        jobs = {path.name.split("_")[0] for path in (out / "slurm").glob("*_log.out")}
-        restarts = [subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-                    for job in jobs]
+    vp.compare("vae", "mnist5k", NAMES, out=out, executor="slurm", slurm={"partition": PARTITION}, progress=False,
+               **SPEC, **TINY)
+    restarts = job_records(out / "slurm")
     assert (tmp_path / "signalled").exists()
     assert sum("Restarts=1" in state for state in restarts) == 1, restarts  # one job ran twice
     assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
