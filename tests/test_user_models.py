@@ -14,6 +14,7 @@ import vae_pyro as vp
 from vae_pyro import estimators
 from vae_pyro.cli import main
 from vae_pyro.data.linear import synthetic_linear
+from vae_pyro.errors import VaeError
 from vae_pyro.lab import diagnostics, traces
 from vae_pyro.lab.experiment import restore_run
 from vae_pyro.models import contract
@@ -190,6 +191,16 @@ def test_model_options_reach_the_constructor_and_the_run_folder(tmp_path):
           "--estimator", "trace", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
     run = restore_run(tmp_path / "r", "cpu")
     assert run.module.q_z1.net[-1].out_features == 12 and run.config.model_options == {"z1_dim": 6, "z2_dim": 3}
+
+
+def test_a_mistyped_keyword_in_the_api_names_the_option_meant_and_writes_nothing(small, tmp_path):
+    with pytest.raises(VaeError, match=r"no option epoch= \(did you mean epochs=\?\)"):
+        vp.fit(ToyVAE, small, out=tmp_path / "r", epoch=1)
+    with pytest.raises(VaeError, match=r"no option zdim= \(did you mean z_dim=\?\).*ToyVAE takes \(x_dim, z_dim\)"):
+        vp.config(ToyVAE, small, zdim=3)
+    assert not (tmp_path / "r").exists()
+    cfg = vp.config(f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", small, epochs=1, z1_dim=6)  # the control: both kinds
+    assert (cfg.epochs, cfg.model_options) == (1, {"z1_dim": 6})
 
 
 def test_two_layer_example_trains_with_trace_and_iwae(small, tmp_path):

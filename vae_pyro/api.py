@@ -17,6 +17,7 @@ model's constructor (what ``--model-option`` does on the command line).
 """
 
 from dataclasses import fields
+from difflib import get_close_matches
 from pathlib import Path
 from time import strftime
 from typing import Any
@@ -57,12 +58,26 @@ def config(model: type | str = "vae", dataset: datasets.Dataset | str | None = N
     """The Config of a run: Config fields from ``options``, every other option to the model's constructor."""
     spec = model if isinstance(model, str) else contract.spec_of(model)
     model_options = {k: v for k, v in options.items() if k not in FIELDS}
+    _refuse_unknown(model if isinstance(model, type) else contract.load_class(model), spec, model_options)
     cfg = {k: v for k, v in options.items() if k in FIELDS}
     if isinstance(dataset, str):
         cfg["dataset"] = dataset
     elif dataset is not None:
         cfg["dataset"] = dataset.name if dataset.name in datasets.DATASETS else datasets.GIVEN
     return Config(model=spec, model_options={**cfg.pop("model_options", {}), **model_options}, **cfg)
+
+
+def _refuse_unknown(cls: type, spec: str, model_options: dict) -> None:
+    """A keyword that is neither a Config field nor taken by the model's constructor: one line naming the nearest
+    of either, as a typo in a run option (``epoch=3``) would otherwise be blamed on the model."""
+    taken = contract.options_taken(cls)
+    unknown = sorted(set(model_options) - taken) if taken is not None else []
+    if unknown:
+        names = FIELDS | taken
+        hints = [f"{k}= (did you mean {close[0]}=?)" if (close := get_close_matches(k, names, n=1)) else f"{k}="
+                 for k in unknown]
+        raise VaeError(f"no option {', '.join(hints)}: keywords are Config fields (epochs, lr, seed, ...) or options "
+                       f"{spec} takes ({', '.join(sorted(taken))})")
 
 
 def _prepared(cfg: Config, dataset: datasets.Dataset | Data | str | None) -> Data:
