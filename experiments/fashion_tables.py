@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--figures", default="docs/figures")
     args = p.parse_args()
     out = Path(args.out)
-    header = ["estimator", "seeds", "test log p(x), IS", "test ELBO", "seed 0: IS at the larger K", "active units",
+    header = ["estimator", "seeds", "test log p(x), IS", "test ELBO", "IS at the larger K", "active units",
               "s/epoch"]
     rows = estimator_rows(out, "vae-k5") + estimator_rows(out, "vae-k50")
     print("Table 1: estimators on the one-layer VAE\n")
