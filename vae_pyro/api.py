@@ -43,7 +43,6 @@ from vae_pyro.lab.results import Comparison, load_comparison
 from vae_pyro.lab.train import FitResult
 from vae_pyro.lab.train import fit as fit_run
 from vae_pyro.models import contract
-from vae_pyro.report.comparison import write as write_comparison
 
 Dataset = datasets.Dataset
 FIELDS = {f.name for f in fields(Config)}
@@ -118,6 +117,8 @@ def compare(model: type | str = "vae", data: datasets.Dataset | str | None = Non
     if spelled:  # the command line's --slurm-partition and friends, which would otherwise go to the model
         raise VaeError(f"compare takes the SLURM options in one dict: slurm={spelled!r}, not "
                        f"{', '.join(f'slurm_{k}=' for k in spelled)}")
+    from vae_pyro.report.comparison import write as write_comparison  # seaborn and matplotlib: 1.2 s, loaded to draw
+
     cfg, sink = config(model, data, **options), tracking.requested(log, log_uri)
     given = {k: v for k, v in cfg.to_dict().items() if k != "estimator"}
     out = _out(out, "compare")
