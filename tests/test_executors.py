@@ -142,8 +142,11 @@ def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_resumes(in_
         assert epochs == [1, 2]
 
 
+# where a one-node cluster can start, the test above runs submitit for real and this one joins the slow tier
+@(pytest.mark.slow if missing() is None else pytest.mark.usefixtures())
 def test_submitits_local_executor_gives_the_numbers_of_this_process(in_process, tmp_path):
-    """submitit's LocalExecutor: each task a job in its own process, as SLURM runs them."""
+    """submitit's LocalExecutor: each task a job in its own process, as SLURM runs them (the fallback where
+    slurm-wlm cannot be installed)."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
