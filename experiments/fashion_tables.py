@@ -1,5 +1,6 @@
 """The README's Fashion-MNIST tables from the folders `experiments/fashion.sh` wrote: printed as
-markdown, with the learning curves copied to docs/figures/. Parts not yet run are left out.
+markdown, with the learning curves copied to docs/figures/. Parts not yet run are left out; a comparison
+still running shows its finished runs.
 
     python experiments/fashion_tables.py runs/fashion
 """
@@ -77,6 +78,20 @@ def estimator_rows(out: Path, folder: str) -> list[list[str]]:
     return rows
 
 
+def finished_runs(out: Path, folder: str) -> list[list[str]]:
+    """A comparison still running (no summary.json yet): one row per finished run, from its evaluation.json."""
+    if (out / folder / "summary.json").exists():
+        return []
+    rows = []
+    for path in sorted((out / folder).glob("seed-*/*/evaluation.json")):
+        e = json.loads(path.read_text())
+        ks = is_keys(e)
+        rows.append([f"`{path.parent.name}`", path.parent.parent.name.removeprefix("seed-"),
+                     *(spread(e, f"test_is_log_likelihood_k{k}") + f" (K={k})" for k in (ks[0], ks[-1])),
+                     spread(e, "test_elbo"), str(e["active_units"])])
+    return rows
+
+
 def burda_rows(out: Path) -> list[list[str]]:
     rows = []
     for (layers, k), runs in BURDA.items():
@@ -110,6 +125,11 @@ def main() -> None:
     rows = estimator_rows(out, "vae-k5") + estimator_rows(out, "vae-k50")
     print("Table 1: estimators on the one-layer VAE\n")
     print(table(header, rows, 4) if rows else "(not run yet)")
+    running = finished_runs(out, "vae-k5")
+    if running:
+        print("\nTable 1's K = 5 comparison, still running: its finished runs (± the se over test images)\n")
+        print(markdown_table(["estimator", "seed", "test log p(x), IS", "IS at the larger K", "test ELBO",
+                              "active units"], running))
     print("\nTable 2: Burda et al.'s experiment, seed 0, test −log p(x) and −ELBO in nats\n")
     rows = burda_rows(out)
     header = ["stochastic layers", "objective", "K", "test −log p(x), IS", "IS at the larger K", "test −ELBO",
