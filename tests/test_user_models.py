@@ -196,8 +196,10 @@ def test_model_options_reach_the_constructor_and_the_run_folder(tmp_path):
 def test_a_mistyped_keyword_in_the_api_names_the_option_meant_and_writes_nothing(small, tmp_path):
     with pytest.raises(VaeError, match=r"no option epoch= \(did you mean epochs=\?\)"):
         vp.fit(ToyVAE, small, out=tmp_path / "r", epoch=1)
-    with pytest.raises(VaeError, match=r"no option zdim= \(did you mean z_dim=\?\).*ToyVAE takes \(x_dim, z_dim\)"):
+    with pytest.raises(VaeError, match=r"no option zdim= \(did you mean z_dim=\?\).*ToyVAE takes \(z_dim\)"):
         vp.config(ToyVAE, small, zdim=3)
+    with pytest.raises(VaeError, match=r"no option z1dim= \(did you mean z1_dim=\?\)"):  # given as model_options
+        vp.config(f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", small, model_options={"z1dim": 6})
     assert not (tmp_path / "r").exists()
     cfg = vp.config(f"{EXAMPLES / 'two_layer.py'}:TwoLayerVAE", small, epochs=1, z1_dim=6)  # the control: both kinds
     assert (cfg.epochs, cfg.model_options) == (1, {"z1_dim": 6})

@@ -56,14 +56,14 @@ def load_data(name: str = "mnist5k", data_dir: str | None = None) -> datasets.Da
 def config(model: type | str = "vae", dataset: datasets.Dataset | str | None = None, **options: Any) -> Config:
     """The Config of a run: Config fields from ``options``, every other option to the model's constructor."""
     spec = model if isinstance(model, str) else contract.spec_of(model)
-    model_options = {k: v for k, v in options.items() if k not in FIELDS}
-    _refuse_unknown(model if isinstance(model, type) else contract.load_class(model), spec, model_options)
     cfg = {k: v for k, v in options.items() if k in FIELDS}
+    model_options = {**cfg.pop("model_options", {}), **{k: v for k, v in options.items() if k not in FIELDS}}
+    _refuse_unknown(model if isinstance(model, type) else contract.load_class(model), spec, model_options)
     if isinstance(dataset, str):
         cfg["dataset"] = dataset
     elif dataset is not None:
         cfg["dataset"] = dataset.name if dataset.name in datasets.DATASETS else datasets.GIVEN
-    return Config(model=spec, model_options={**cfg.pop("model_options", {}), **model_options}, **cfg)
+    return Config(model=spec, model_options=model_options, **cfg)
 
 
 def _refuse_unknown(cls: type, spec: str, model_options: dict) -> None:
@@ -76,7 +76,7 @@ def _refuse_unknown(cls: type, spec: str, model_options: dict) -> None:
         hints = [f"{k}= (did you mean {close[0]}=?)" if (close := get_close_matches(k, names, n=1)) else f"{k}="
                  for k in unknown]
         raise VaeError(f"no option {', '.join(hints)}: keywords are Config fields (epochs, lr, seed, ...) or options "
-                       f"{spec} takes ({', '.join(sorted(taken))})")
+                       f"{spec} takes ({', '.join(sorted(taken - {'x_dim'}))})")  # x_dim: the data's
 
 
 def _prepared(cfg: Config, dataset: datasets.Dataset | Data | str | None) -> Data:
