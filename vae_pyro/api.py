@@ -69,9 +69,9 @@ def config(model: type | str = "vae", dataset: datasets.Dataset | str | None = N
 def _refuse_unknown(cls: type, spec: str, model_options: dict) -> None:
     """A keyword that is neither a Config field nor taken by the model's constructor: one line naming the nearest
     of either, as a typo in a run option (``epoch=3``) would otherwise be blamed on the model."""
-    taken = contract.options_taken(cls)
-    unknown = sorted(set(model_options) - taken) if taken is not None else []
+    unknown = contract.unknown_options(cls, model_options)
     if unknown:
+        taken = contract.options_taken(cls)
         names = FIELDS | taken
         hints = [f"{k}= (did you mean {close[0]}=?)" if (close := get_close_matches(k, names, n=1)) else f"{k}="
                  for k in unknown]

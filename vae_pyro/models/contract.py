@@ -106,12 +106,18 @@ def options_taken(cls: type) -> set[str] | None:
     return {n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def unknown_options(cls: type, options: dict[str, Any]) -> list[str]:
+    """The keys of ``options`` that ``cls(...)`` does not take, sorted."""
+    taken = options_taken(cls)
+    return sorted(set(options) - taken) if taken is not None else []
+
+
 def construct(cls: type, options: dict[str, Any], spec: str) -> nn.Module:
     """``cls(**options)``, refusing an option the constructor does not take."""
     taken = options_taken(cls)
     if taken is not None and "x_dim" not in taken:
         raise VaeError(f"{spec}'s constructor takes no x_dim; a model is built as Class(x_dim=..., **options) ({CONTRACT})")
-    unknown = sorted(set(options) - taken) if taken is not None else []
+    unknown = unknown_options(cls, options)
     if unknown:
         flags = ", ".join(f"--{k.replace('_', '-')}" if k in SHARED_HINT else f"--model-option {k}=..." for k in unknown)
         raise VaeError(f"{spec} takes no option {', '.join(unknown)} (it takes {', '.join(sorted(taken))}); drop {flags}")

@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 from torch.distributions import Normal
+from torchvision.utils import make_grid, save_image
 
 from vae_pyro.lab import traces
 from vae_pyro.lab.evaluate import LikelihoodKey
@@ -221,22 +222,12 @@ def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path | None = No
 # --- images -----------------------------------------------------------------------------------
 
 
-def make_grid(tiles: torch.Tensor, nrow: int, padding: int) -> torch.Tensor:
-    """torchvision's ``make_grid``, imported on first use: importing torchvision loads ``torch._dynamo``, about
-    1.5 s of every command's start on a 2-core CPU for two functions few commands call."""
-    from torchvision.utils import make_grid as grid
-
-    return grid(tiles, nrow=nrow, padding=padding)
-
-
 def image_grid(images: torch.Tensor, nrow: int, path: Path | None = None) -> Figure:
     """(N, 784) pixels in [0, 1] as a grid of 28×28 images, ``nrow`` per row, 2-pixel padding: a figure of the
     grid at one inch per 100 pixels; given ``path``, the grid itself written there as a PNG, pixel for pixel."""
     grid = make_grid(images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, SIDE, SIDE), nrow=nrow, padding=2)
     if path is not None:
         buffer = io.BytesIO()
-        from torchvision.utils import save_image  # on first use, as make_grid
-
         save_image(grid, buffer, format="png")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, buffer.getvalue())
