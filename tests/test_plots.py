@@ -35,6 +35,15 @@ def grid(columns: int, rows: int) -> tuple[int, int]:
     return columns * 30 + 2, rows * 30 + 2
 
 
+@pytest.mark.parametrize("n, nrow, padding", [(32, 16, 2), (64, 8, 2), (70, 10, 2), (5, 8, 2), (100, 10, 0), (7, 3, 1)])
+def test_tiled_images_lie_where_torchvisions_make_grid_puts_them(n, nrow, padding):
+    from torchvision.utils import make_grid
+
+    images = torch.rand(n, 784, generator=torch.Generator().manual_seed(n))
+    expected = make_grid(images.reshape(n, 1, 28, 28), nrow=nrow, padding=padding)[0]
+    torch.testing.assert_close(plots.tiled(images, nrow, padding), expected, rtol=0, atol=0)
+
+
 @pytest.fixture(scope="module")
 def models():
     cpu = torch.device("cpu")

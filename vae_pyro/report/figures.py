@@ -1,5 +1,5 @@
 """Figures: seaborn on matplotlib ``Figure`` objects (no pyplot, so no backend is chosen and no global
-style is set: the house style applies inside each figure function only), torchvision grids for images.
+style is set: the house style applies inside each figure function only); images tiled into grids.
 Each function returns its ``Figure``, which a notebook shows inline; given ``path=`` it also writes it
 there as a PNG, atomically (what the command line does). A function that draws one panel takes
 ``ax=``, an axes of the caller's own figure, to draw into."""
@@ -12,11 +12,12 @@ import matplotlib
 import pandas as pd
 import seaborn as sns
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import nn
 from torch.distributions import Normal
-from torchvision.utils import make_grid, save_image
 
 from vae_pyro.lab import traces
 from vae_pyro.lab.evaluate import LikelihoodKey
@@ -222,18 +223,30 @@ def bound_vs_k(rows: list[dict], exact: dict[str, float], path: Path | None = No
 # --- images -----------------------------------------------------------------------------------
 
 
+def tiled(images: torch.Tensor, nrow: int, padding: int) -> torch.Tensor:
+    """(N, 784) images as one picture of ``nrow`` per row, ``padding`` zero pixels between and around them:
+    (rows·(28 + p) + p, min(nrow, N)·(28 + p) + p), the layout of torchvision's ``make_grid``."""
+    n, cell = len(images), SIDE + padding
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    tiles = images.new_zeros(rows * cols, cell, cell)
+    tiles[:n, padding:, padding:] = images.reshape(n, SIDE, SIDE)
+    picture = tiles.reshape(rows, cols, cell, cell).transpose(1, 2).reshape(rows * cell, cols * cell)
+    return F.pad(picture, (0, padding, 0, padding))
+
+
 def image_grid(images: torch.Tensor, nrow: int, path: Path | None = None) -> Figure:
     """(N, 784) pixels in [0, 1] as a grid of 28×28 images, ``nrow`` per row, 2-pixel padding: a figure of the
     grid at one inch per 100 pixels; given ``path``, the grid itself written there as a PNG, pixel for pixel."""
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, SIDE, SIDE), nrow=nrow, padding=2)
+    grid = tiled(images.detach().float().cpu().clamp(0, 1), nrow, padding=2)
     if path is not None:
         buffer = io.BytesIO()
-        save_image(grid, buffer, format="png")
+        Image.fromarray(grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()).save(buffer, format="png")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, buffer.getvalue())
-    fig = Figure(figsize=(grid.shape[2] / DPI, grid.shape[1] / DPI), dpi=DPI)
+    fig = Figure(figsize=(grid.shape[1] / DPI, grid.shape[0] / DPI), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     return fig
 
@@ -327,8 +340,7 @@ def latent_space(module: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int 
         z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(x)
         with traces.seeded_rng(0, z.device):
             images = traces.observed_mean(module, x[:1].expand(len(z), -1), None, latents={name: z}, from_prior=True)
-        tiles = images.float().cpu().clamp(0, 1).reshape(-1, 1, SIDE, SIDE)
-        axes[0, 1].imshow(make_grid(tiles, nrow=grid, padding=0)[0].numpy(), cmap="gray")
+        axes[0, 1].imshow(tiled(images.float().cpu().clamp(0, 1), grid, padding=0).numpy(), cmap="gray")
         axes[0, 1].set_title(f"decoded manifold (inverse-CDF grid over {name})")
         axes[0, 1].axis("off")
     return finish(fig, path)
