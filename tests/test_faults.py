@@ -103,9 +103,23 @@ def test_a_killed_comparison_resumes_without_retraining_what_finished(tmp_path):
     survived("kill points survived")
 
 
-@pytest.mark.parametrize("signum, code", [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),  # as SIGTERM
-                                          (signal.SIGTERM, 143)])
-def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, signum, code):
+def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, reference):
+    """SIGTERM sent by the process to itself after step 20 (in epoch 2), as a scheduler's would arrive."""
+    tried("signals handled")
+    out = tmp_path / "run"
+    cut = cli("train", *TRAIN, "--out", str(out), env={"VAE_PYRO_FAILPOINT": "step:20", "VAE_PYRO_FAILPOINT_SIGNAL": "TERM"})
+    assert cut.returncode == 128 + signal.SIGTERM, cut.stderr
+    assert cut.stderr.count("\n") == 1 and f"continue with: vae-pyro train --out {out} --resume" in cut.stderr
+    ckpt = Run.open(out).load_checkpoint()
+    assert ckpt["epoch"] == 1 and "partial" in ckpt  # the step it was in finished, and its checkpoint was written
+    assert cli("train", *TRAIN, "--out", str(out), "--resume").returncode == 0
+    assert same(outcome(out), reference)
+    survived("signals handled")
+
+
+@pytest.mark.slow  # the same, with the signal sent by another process at a moment the test does not choose
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_from_outside_lands_mid_run_and_the_run_resumes_to_the_same_bits(tmp_path, signum, code):
     args = ["train", "--batch-size", "32", "--epochs", "3", "--quiet"]  # ~0.4 s per epoch: the signal lands mid-run
     assert cli(*args, "--out", str(tmp_path / "whole")).returncode == 0
     tried("signals handled")
