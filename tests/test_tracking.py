@@ -99,7 +99,8 @@ def test_a_killed_and_resumed_run_tracks_each_step_once_with_the_uninterrupted_v
     if kind == "tensorboard":  # the figures train draws, as images
         acc = EventAccumulator(str(killed / "tensorboard" / "killed" / "killed"), size_guidance={"images": 0})
         acc.Reload()
-        assert "figures/curves" in acc.Tags()["images"]
+        assert {"figures/curves", "figures/samples"} <= set(acc.Tags()["images"])  # a plot (RGBA) and a grey grid
+        assert acc.Images("figures/samples")[-1].width == 8 * 30 + 2  # 8 × 8 digits, pixel for pixel
     else:
         client, run_id = mlflow_client(killed)
         with file_store_allowed():

@@ -198,7 +198,8 @@ class TensorBoardSink(Sink):
         from matplotlib.image import imread
 
         for png in sorted(Path(folder).glob("*.png")):
-            self.writer.add_image(f"figures/{png.stem}", imread(png), self.last + 1, dataformats="HWC")
+            image = imread(png)  # (H, W) for a grey image grid, (H, W, 4) for a matplotlib figure
+            self.writer.add_image(f"figures/{png.stem}", image, self.last + 1, dataformats="HW" if image.ndim == 2 else "HWC")
 
     def flush(self) -> None:
         self.writer.flush()
