@@ -2,12 +2,14 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 from conftest import compare_and_report
 
 from vae_pyro.cli import main
 from vae_pyro.errors import VaeError
+from vae_pyro.lab import diagnostics
 
 TINY = dict(hidden=(32,), z_dim=4, epochs=1, batch_size=256)
 NAMES = ["trace", "meanfield", "hand", "score", "iwae"]
@@ -52,6 +54,22 @@ def test_hand_and_meanfield_train_to_the_same_weights(compared):
     _, summary = compared
     rows = {r["estimator"]: r for r in summary["estimators"]}
     assert rows["hand"]["test_elbo"] == pytest.approx(rows["meanfield"]["test_elbo"], abs=1e-3)
+
+
+def test_a_resumed_comparison_takes_each_runs_diagnosis_from_its_folder(compared, tmp_path, monkeypatch):
+    """Nothing is measured again on --resume (a stop in the diagnose phase loses only the task it was in);
+    other draw counts measure again (the negative control)."""
+    out = tmp_path / "cmp"
+    shutil.copytree(compared[0], out)
+
+    def measured(*args, **kwargs):
+        raise AssertionError("a gradient draw was measured again")
+
+    monkeypatch.setattr(diagnostics, "gradient_stats", measured)
+    again = compare_and_report(dict(TINY), NAMES, out, resume=True, k=10, grad_draws=5, loss_draws=10, progress=False)
+    assert again["gradients"] == compared[1]["gradients"] and again["estimators"] == compared[1]["estimators"]
+    with pytest.raises(AssertionError, match="measured again"):
+        compare_and_report(dict(TINY), NAMES, out, resume=True, k=10, grad_draws=6, loss_draws=10, progress=False)
 
 
 @pytest.mark.slow  # the suite's 10-minute budget; -m slow runs it

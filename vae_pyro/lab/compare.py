@@ -18,6 +18,7 @@ never imports report.
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -51,7 +52,7 @@ from vae_pyro.lab.experiment import (
     resolve_device,
     restore_run,
 )
-from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT, EVALUATION, FolderLock, Run, atomic_write, write_json
+from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT, DIAGNOSIS, EVALUATION, FolderLock, Run, atomic_write, write_json
 from vae_pyro.lab.train import Interrupted, fit
 from vae_pyro.lab.trainers import make_trainer
 
@@ -239,8 +240,25 @@ class Diagnosis(NamedTuple):
     losses: dict  # {"mean", "std", "draws"} of the loss per image at the reference's trained weights
 
 
+def diagnosis_key(task: DiagnoseTask) -> dict:
+    """What a diagnosis was measured at: the run's and the reference's checkpoints (by content), the draws."""
+    def digest(folder: str) -> str:
+        return hashlib.sha256((Path(folder) / CHECKPOINT).read_bytes()).hexdigest()
+
+    return {"run": digest(task.run_dir), "reference": digest(task.reference_dir), "grad_draws": task.grad_draws,
+            "grad_batches": task.grad_batches, "loss_draws": task.loss_draws}
+
+
 def diagnose(task: DiagnoseTask, data: Data | None = None) -> Diagnosis:
-    """Run a DiagnoseTask (in this process with ``data``, or in a worker that loads its own)."""
+    """Run a DiagnoseTask (in this process with ``data``, or in a worker that loads its own). The result is
+    kept in the run's folder (diagnosis.json) and returned from there while its key holds (a resumed comparison)."""
+    saved, key = Path(task.run_dir) / DIAGNOSIS, diagnosis_key(task)
+    try:
+        kept = json.loads(saved.read_text())
+    except (OSError, json.JSONDecodeError):
+        kept = {}
+    if kept.get("key") == key:
+        return Diagnosis(**kept["diagnosis"])
     if task.threads:
         torch.set_num_threads(task.threads)
     cfg = config_for(task.options, task.name)
@@ -256,6 +274,7 @@ def diagnose(task: DiagnoseTask, data: Data | None = None) -> Diagnosis:
     trained = gradient_rows(specs, reference, batches, f"{task.reference}'s trained weights", task.grad_draws,
                             task.progress, own)
     losses = _loss_draws({task.name: cfg}, reference, *batches[0], task.loss_draws)[task.name]
+    write_json(saved, {"key": key, "diagnosis": Diagnosis(initial, trained, losses)._asdict()})
     return Diagnosis(initial, trained, losses)
 
 

@@ -22,6 +22,7 @@ from vae_pyro.lab import faults
 
 CONFIG, METRICS, CHECKPOINT, EVALUATION = "config.json", "metrics.jsonl", "checkpoint.pt", "evaluation.json"
 TRACKING = "tracking.json"  # where --log sent the run (vae_pyro.tracking)
+DIAGNOSIS = "diagnosis.json"  # its gradient diagnostics in a comparison (lab.compare.diagnose)
 ATTEMPT = ".attempt"  # the comparison call that began the run (lab.compare.run_mode)
 # what torch.load(weights_only=True) raises on a truncated, flipped or foreign file: the unpickler's
 # errors, the zip reader's RuntimeError, and the decoding errors of damaged records
@@ -125,7 +126,7 @@ class Run:
         except OSError as e:
             raise VaeError(f"cannot create run folder {run.path} ({e.strerror}); choose another --out") from None
         run.lock.acquire()
-        for stale in (CHECKPOINT, EVALUATION, TRACKING):  # a replaced run's evaluation is of the weights it replaces
+        for stale in (CHECKPOINT, EVALUATION, TRACKING, DIAGNOSIS):  # a replaced run's are of the weights it replaces
             (run.path / stale).unlink(missing_ok=True)
         write_json(run.path / CONFIG, config.to_dict())
         run.write_metrics([])
