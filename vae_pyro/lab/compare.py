@@ -274,8 +274,9 @@ def diagnose(task: DiagnoseTask, data: Data | None = None) -> Diagnosis:
     trained = gradient_rows(specs, reference, batches, f"{task.reference}'s trained weights", task.grad_draws,
                             task.progress, own)
     losses = _loss_draws({task.name: cfg}, reference, *batches[0], task.loss_draws)[task.name]
-    write_json(saved, {"key": key, "diagnosis": Diagnosis(initial, trained, losses)._asdict()})
-    return Diagnosis(initial, trained, losses)
+    diagnosis = Diagnosis(initial, trained, losses)
+    write_json(saved, {"key": key, "diagnosis": diagnosis._asdict()})
+    return diagnosis
 
 
 def _mode(run_dir: Path, resume: bool, force: bool) -> str:
