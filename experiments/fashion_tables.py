@@ -41,6 +41,18 @@ def final_is(row: dict, run: Path, sign: float = 1.0) -> str:
     return "–"
 
 
+def final_difference(row: dict, reference: str) -> str:
+    """The paired difference to ``reference`` at the largest K, with its 95% interval over seeds, or '–' (one
+    seed, or one K)."""
+    ks = is_keys(row)
+    key = f"test_is_log_likelihood_k{ks[-1]}_diff"
+    if row["estimator"] == reference and len(ks) > 1 and "seeds" in row:
+        return "reference"
+    if len(ks) < 2 or key not in row:
+        return "–"
+    return f"{row[key]:+.2f} [{row[key + '_lo']:+.2f}, {row[key + '_hi']:+.2f}]"
+
+
 def seed0(out: Path, folder: str, estimator: str) -> tuple[dict, Path] | None:
     """An estimator's summary row and run folder from a comparison's first seed."""
     summary = load(out / folder / "summary.json")
@@ -60,7 +72,8 @@ def spread(row: dict, key: str, sign: float = 1.0) -> str:
 
 
 def estimator_rows(out: Path, folder: str) -> list[list[str]]:
-    """Table 1's rows: mean ± se over seeds (or seed 0's value ± the se over test images)."""
+    """Table 1's rows: mean ± se over seeds (or seed 0's value ± the se over test images), and at the larger K
+    the paired difference to the comparison's reference."""
     summary = load(out / folder / "summary.json")
     if summary is None:
         return []
@@ -72,8 +85,8 @@ def estimator_rows(out: Path, folder: str) -> list[list[str]]:
         label = f"`{name}`" + (f" K={cfg['iwae_k']}" if name in ("iwae", "iwae-dreg", "vimco") else "") \
             + (f" ({cfg['baseline']} baseline)" if name == "score" else "")
         k = is_keys(r)[0]
-        rows.append([label, str(r.get("seeds", 1)), spread(r, f"test_is_log_likelihood_k{k}"),
-                     spread(r, "test_elbo"), final_is(r, run), f"{r['active_units']:.1f}",
+        rows.append([label, str(r.get("seeds", 1)), spread(r, f"test_is_log_likelihood_k{k}"), final_is(r, run),
+                     final_difference(r, summary.get("reference", "")), spread(r, "test_elbo"), f"{r['active_units']:.1f}",
                      f"{r['seconds_per_epoch']:.2f}"])
     return rows
 
@@ -105,12 +118,10 @@ def burda_rows(out: Path) -> list[list[str]]:
     return rows
 
 
-def table(header: list[str], rows: list[list[str]], optional: int) -> str:
-    """Markdown, without column ``optional`` (the larger-K estimate) when no row has it."""
-    if all(row[optional] == "–" for row in rows):
-        header, rows = [h for i, h in enumerate(header) if i != optional], [
-            [c for i, c in enumerate(row) if i != optional] for row in rows]
-    return markdown_table(header, rows)
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """Markdown, without the columns no row fills (the larger K's, when no run has one)."""
+    kept = [i for i in range(len(header)) if any(row[i] != "–" for row in rows)]
+    return markdown_table([header[i] for i in kept], [[row[i] for i in kept] for row in rows])
 
 
 def main() -> None:
@@ -119,11 +130,11 @@ def main() -> None:
     p.add_argument("--figures", default="docs/figures")
     args = p.parse_args()
     out = Path(args.out)
-    header = ["estimator", "seeds", "test log p(x), IS", "test ELBO", "IS at the larger K", "active units",
-              "s/epoch"]
+    header = ["estimator", "seeds", "test log p(x), IS", "IS at the larger K", "Δ at the larger K [95%]", "test ELBO",
+              "active units", "s/epoch"]
     rows = estimator_rows(out, "vae-k5") + estimator_rows(out, "vae-k50")
     print("Table 1: estimators on the one-layer VAE\n")
-    print(table(header, rows, 4) if rows else "(not run yet)")
+    print(table(header, rows) if rows else "(not run yet)")
     running = finished_runs(out, "vae-k5")
     if running:
         print("\nTable 1's K = 5 comparison, still running: its finished runs (± the se over test images)\n")
@@ -133,7 +144,7 @@ def main() -> None:
     rows = burda_rows(out)
     header = ["stochastic layers", "objective", "K", "test −log p(x), IS", "IS at the larger K", "test −ELBO",
               "active units", "s/epoch"]
-    print(table(header, rows, 4) if rows else "(not run yet)")
+    print(table(header, rows) if rows else "(not run yet)")
     curves = out / "vae-k5" / "figures" / "curves.png"
     if curves.exists():
         Path(args.figures).mkdir(parents=True, exist_ok=True)
