@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from vae_pyro import data as D
 from vae_pyro.config import Config
+from vae_pyro.errors import VaeError
 from vae_pyro.lab.compiling import compile_model, cxx_found
 from vae_pyro.lab.evaluate import is_log_likelihood
 from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
@@ -296,7 +297,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.probe:
         return probe_memory(args.probe, args)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except VaeError as e:
+        p.error(str(e))
     if args.discrete:
         return discrete(args, device)
 

@@ -12,9 +12,11 @@ on the loss derived by hand in plain PyTorch, no Pyro in the step: what any Pyro
 Epochs alternate between all of them; only training is timed (``fit``'s per-epoch test ELBO is not).
 Each epoch is a new ``fit`` call (resuming the run), so a ``jit-*`` estimator would compile again
 every epoch inside the timing: time those with ``bench.py``. Last, one pass over the example's
-``DataLoader`` alone, without steps.
+``DataLoader`` alone, without steps. On ``--device cuda`` the example's loop moves each batch to the GPU
+after the ``DataLoader``, as the example's ``--cuda`` does, and ``fit`` trains on that device.
 
-    python experiments/pyro_example_loop.py [--epochs 3] [--estimators trace,hand] [--out runs/pyro-example-loop]
+    python experiments/pyro_example_loop.py [--epochs 3] [--estimators trace,hand] [--device cpu]
+                                            [--out runs/pyro-example-loop]
 """
 
 import argparse
@@ -30,6 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import vae_pyro as vp
+from vae_pyro.errors import VaeError
+from vae_pyro.lab.experiment import resolve_device
 
 HIDDEN, Z, BATCH = 400, 50, 256
 
@@ -85,22 +89,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--estimators", default="trace,hand", help="vae-pyro train's estimators, each a row")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for both loops [cpu]")
     p.add_argument("--out", default="runs/pyro-example-loop")
     args = p.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except VaeError as e:
+        p.error(str(e))
 
     pyro.set_rng_seed(0)
     data = vp.load_data("fashion-mnist")
     loader = cached_loader(data.train_x)
-    example = ExampleVAE()
+    example = ExampleVAE().to(device)
     pyro.clear_param_store()
     svi = SVI(example.model, example.guide, pyro.optim.Adam({"lr": 1e-3}), loss=Trace_ELBO())
 
     options = dict(hidden=(HIDDEN,), z_dim=Z, batch_size=BATCH, activation="softplus", binarize="none",
-                   progress=False)
+                   device=device.type, progress=False)
     ours = {name: [] for name in args.estimators.split(",")}
     theirs = []
     for epoch in range(1, args.epochs + 1):
-        theirs.append(epoch_seconds(loader, svi.step))
+        theirs.append(epoch_seconds(loader, lambda x: svi.step(x.to(device))))
         for name, seconds in ours.items():
             result = vp.fit("vae", data, out=f"{args.out}/{name}", estimator=name, epochs=epoch, resume=epoch > 1,
                             force=epoch == 1, **options)
@@ -108,7 +117,7 @@ def main() -> None:
         pyro.clear_param_store()  # fit cleared the store; the example's SVI registers its parameters again
     example_s = statistics.median(theirs)
     print(f"full Fashion-MNIST (60,000 images), MLP 784-{HIDDEN}-{Z}-{HIDDEN}-784, batch {BATCH}, grey pixels, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, pyro-ppl {pyro.__version__}")
     print(f"| loop | s/epoch, median of {args.epochs} (each) | x faster than the example |\n|---|---|---|")
     print(f"| Pyro's example (cached tensors through a DataLoader, pyro.optim.Adam, SVI, trace) | {example_s:.2f} "
           f"({', '.join(f'{t:.2f}' for t in theirs)}) | 1.00 |")
