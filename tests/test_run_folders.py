@@ -53,6 +53,18 @@ def test_a_second_writer_is_refused_and_a_killed_writer_blocks_nothing(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_a_run_resumed_as_it_was_keeps_its_config_file_and_a_changed_one_is_rewritten(tmp_path):
+    config = Config(epochs=1)
+    runs_module.Run.create(tmp_path, config).release()
+    (tmp_path / runs_module.CHECKPOINT).write_bytes(b"")
+    path = tmp_path / runs_module.CONFIG
+    os.utime(path, ns=(0, 0))
+    runs_module.Run.resume(tmp_path, config).release()
+    assert path.stat().st_mtime_ns == 0
+    runs_module.Run.resume(tmp_path, Config(epochs=2)).release()
+    assert path.stat().st_mtime_ns > 0 and runs_module.Run.open(tmp_path).config().epochs == 2
+
+
 def test_a_compare_folder_has_one_writer(tmp_path):
     out = tmp_path / "c"
     out.mkdir()

@@ -157,7 +157,8 @@ class Run:
         if not (run.path / CHECKPOINT).is_file():
             raise VaeError(f"{run.path} has no {CHECKPOINT}: it never finished an epoch; start it again with --force")
         run.lock.acquire()
-        write_json(run.path / CONFIG, config.to_dict())
+        if saved.differences(config):  # a finished run resumed as it was keeps its file untouched
+            write_json(run.path / CONFIG, config.to_dict())
         return run
 
     def write_metrics(self, history: list[dict]) -> None:
