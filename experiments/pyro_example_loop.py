@@ -89,7 +89,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--estimators", default="trace,hand", help="vae-pyro train's estimators, each a row")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for both loops [cpu]")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="for both loops [cpu]")
     p.add_argument("--out", default="runs/pyro-example-loop")
     args = p.parse_args()
     try:
