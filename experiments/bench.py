@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from vae_pyro import data as D
-from vae_pyro.config import Config
+from vae_pyro.config import DEVICES, Config
 from vae_pyro.errors import VaeError
 from vae_pyro.lab.compiling import compile_model, cxx_found
 from vae_pyro.lab.evaluate import is_log_likelihood
@@ -283,7 +283,7 @@ def main() -> None:
     p.add_argument("--z-dim", type=int, default=50)
     p.add_argument("--activation", default="relu", help="the MLP's hidden activation (Pyro's example: softplus)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--blocks", type=int, default=7)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import vae_pyro as vp
+from vae_pyro.config import DEVICES
 from vae_pyro.errors import VaeError
 from vae_pyro.lab.experiment import resolve_device
 
@@ -89,7 +90,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--estimators", default="trace,hand", help="vae-pyro train's estimators, each a row")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="for both loops [cpu]")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="for both loops [cpu]")
     p.add_argument("--out", default="runs/pyro-example-loop")
     args = p.parse_args()
     try:

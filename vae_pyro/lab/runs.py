@@ -150,14 +150,15 @@ class Run:
         """Reopen a run to continue it under ``config``; refuse changes outside RESUMABLE_CHANGES."""
         run = cls.open(path)
         saved = run.config()
-        changed = [k for k in saved.differences(config) if k not in RESUMABLE_CHANGES]
+        differences = saved.differences(config)
+        changed = [k for k in differences if k not in RESUMABLE_CHANGES]
         if changed:
             diffs = ", ".join(f"{k}: run has {getattr(saved, k)!r}, asked {getattr(config, k)!r}" for k in changed)
             raise VaeError(f"cannot resume {run.path} with another configuration ({diffs}); drop those options or start a new run")
         if not (run.path / CHECKPOINT).is_file():
             raise VaeError(f"{run.path} has no {CHECKPOINT}: it never finished an epoch; start it again with --force")
         run.lock.acquire()
-        if saved.differences(config):  # a finished run resumed as it was keeps its file untouched
+        if differences:  # a finished run resumed as it was keeps its file untouched
             write_json(run.path / CONFIG, config.to_dict())
         return run
 
