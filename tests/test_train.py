@@ -14,7 +14,7 @@ from vae_pyro.lab import evaluate
 from vae_pyro.lab.experiment import build_model, instantiate, load_data
 from vae_pyro.lab.runs import Run
 from vae_pyro.lab.train import Diverged, fit
-from vae_pyro.lab.trainers import TorchTrainer
+from vae_pyro.lab.trainers import TorchTrainer, make_trainer
 
 
 def weights(run_dir) -> dict:
@@ -171,15 +171,38 @@ def test_resume_without_checkpoint_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "options", [{"estimator": "meanfield"}, {"estimator": "trace", "particles": 2}, {"estimator": "iwae"},
                 {"estimator": "score", "baseline": "decaying"}, {"estimator": "score", "baseline": "neural"},
-                {"estimator": "jit-trace"}, {"model": "cvae"}]
+                {"estimator": "jit-trace"}, {"model": "cvae"}, {"estimator": "trace", "adam": "fused"}]
 )
 def test_fast_loop_takes_the_same_steps_as_svi_bit_for_bit(tmp_path, options):
-    """One multi-tensor torch Adam over every parameter == pyro.infer.SVI with pyro.optim.Adam."""
+    """One multi-tensor (or fused) torch Adam over every parameter == pyro.infer.SVI with pyro.optim.Adam of the
+    same implementation."""
     fast = fit(Config(**options, **{**TINY, "epochs": 2}), tmp_path / "fast", progress=False)
     svi = fit(Config(**options, loop="svi", **{**TINY, "epochs": 2}), tmp_path / "svi", progress=False)
     assert without_seconds(fast.history) == without_seconds(svi.history)
     a, b = weights(tmp_path / "fast"), weights(tmp_path / "svi")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loop", ["fast", "svi"])
+def test_adam_fused_is_the_optimizer_that_steps(batch, loop):
+    """--adam fused reaches every torch Adam of either loop (a flag lost on the way would train foreach, silently)."""
+    cfg = Config(estimator="trace", adam="fused", loop=loop, **TINY)
+    vae = instantiate(cfg, 784, torch.device("cpu"))
+    trainer = make_trainer(estimators.make("trace"), vae, cfg.lr, loop, cfg.adam)
+    trainer.step(batch)
+    optims = [trainer.optim] if loop == "fast" else list(trainer.optim.optim_objs.values())
+    groups = [g for o in optims for g in o.param_groups]
+    assert len(groups) >= 1 and all(g["fused"] and not g["foreach"] for g in groups)
+
+
+def test_adam_fused_takes_foreachs_steps_to_float_rounding(tmp_path):
+    """The same update in one kernel: two epochs end at the same weights but for float32 rounding (4e-8 apart
+    here; a wrong update moves them by about lr = 1e-3 a step)."""
+    foreach = fit(Config(estimator="meanfield", **TINY), tmp_path / "foreach", progress=False)
+    fused = fit(Config(estimator="meanfield", adam="fused", **TINY), tmp_path / "fused", progress=False)
+    a, b = weights(tmp_path / "foreach"), weights(tmp_path / "fused")
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    assert [h["test_elbo"] for h in fused.history] == pytest.approx([h["test_elbo"] for h in foreach.history], abs=1e-4)
 
 
 @pytest.mark.parametrize("name", ["jit-trace", "jit-meanfield"])

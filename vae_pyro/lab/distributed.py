@@ -123,13 +123,14 @@ def wrap(estimator: estimators.Estimator, vae: nn.Module, world: World, device: 
 
 
 class DDPTrainer:
-    """One torch Adam over the module's parameters, gradients averaged across ranks by DDP."""
+    """One torch Adam (implementation ``adam``) over the module's parameters, gradients averaged across ranks by DDP."""
 
-    def __init__(self, estimator: estimators.Estimator, vae: nn.Module, lr: float, world: World, device: torch.device):
+    def __init__(self, estimator: estimators.Estimator, vae: nn.Module, lr: float, world: World, device: torch.device,
+                 adam: str = "foreach"):
         pyro.clear_param_store()
         self.estimator, self.world = estimator, world
         self.ddp = wrap(estimator, vae, world, device)
-        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, foreach=True)
+        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, **{adam: True})
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> float:
         """One synchronised step; returns this rank's loss (a sum over its images)."""

@@ -1,8 +1,8 @@
 """fit(): train any model that keeps the contract with one estimator, an epoch at a time,
 checkpointing after each.
 
-Every estimator trains through one multi-tensor ``torch.optim.Adam`` over the module's
-parameters (the fast path); with ``--loop svi`` Pyro's ELBOs train through the reference path,
+Every estimator trains through one multi-tensor (or, with ``--adam fused``, fused) ``torch.optim.Adam``
+over the module's parameters (the fast path); with ``--loop svi`` Pyro's ELBOs train through the reference path,
 ``pyro.infer.SVI`` with ``pyro.optim.Adam``, and give the same numbers bit for bit (both in
 ``trainers.py``). Data order and binarisation come from generators keyed by (seed, epoch),
 and the checkpoint holds module, optimizer and RNG state, so a resumed run repeats exactly
@@ -205,8 +205,8 @@ def build(cfg: Config, data: Data, device: torch.device, world: distributed.Worl
     estimator = make_estimator(cfg, vae, *probe_batch(data, cfg, 1, vae))
     if world.size > 1:
         torch.manual_seed(int(seeded(cfg.seed, world.rank).initial_seed()))  # each rank its own noise
-        return vae, distributed.DDPTrainer(estimator, vae, cfg.lr, world, device)
-    return vae, make_trainer(estimator, vae, cfg.lr, cfg.loop)
+        return vae, distributed.DDPTrainer(estimator, vae, cfg.lr, world, device, cfg.adam)
+    return vae, make_trainer(estimator, vae, cfg.lr, cfg.loop, cfg.adam)
 
 
 def restore(run: Run, vae: nn.Module, trainer, data: Data, cfg: Config, world: distributed.World,

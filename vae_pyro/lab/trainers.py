@@ -11,12 +11,13 @@ from vae_pyro.models import contract
 
 
 class SVITrainer:
-    """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``.
+    """The reference path: ``SVI(model, guide, pyro.optim.Adam, elbo).step``, one torch Adam per parameter of
+    the implementation ``adam`` names (``foreach`` or ``fused``).
 
     Its state is the optimizer's plus the estimator's (`score`'s baselines).
     """
 
-    def __init__(self, estimator: estimators.Estimator, vae, lr: float):
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = "foreach"):
         pyro.clear_param_store()
         self.estimator = estimator
         scale = getattr(vae, "lr_scale", {})
@@ -24,7 +25,7 @@ class SVITrainer:
         # Pyro names a module's parameters "module$$$path" ("module.path" as optim_args gets it): the
         # submodule is the first part, when pyro.module registers it under its attribute's name
         self.lr_of = lambda name: lr * scale.get(name.replace("$$$", ".").split(".")[0], 1.0)
-        self.optim = pyro.optim.Adam(lambda name: {"lr": self.lr_of(name)})
+        self.optim = pyro.optim.Adam(lambda name: {"lr": self.lr_of(name), adam: True})
         self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -45,13 +46,15 @@ class TorchTrainer:
 
     For Pyro's ELBOs it takes the very steps SVI takes, bit for bit (``tests/test_train.py``):
     the gradients are the same, and Adam's arithmetic per element is the same whether one
-    optimizer steps every tensor (here) or one optimizer per tensor does (``pyro.optim``).
+    optimizer steps every tensor (here) or one optimizer per tensor does (``pyro.optim``), for
+    either implementation ``adam`` (``fused``: one kernel for the whole update, rounded otherwise
+    than ``foreach``'s pass per operation).
     """
 
-    def __init__(self, estimator: estimators.Estimator, vae, lr: float):
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = "foreach"):
         pyro.clear_param_store()
         self.estimator, self.vae = estimator, vae
-        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, foreach=True)
+        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, **{adam: True})
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
@@ -90,8 +93,10 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
         group["lr"] = lr
 
 
-def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast") -> SVITrainer | TorchTrainer:
-    """``fast``: TorchTrainer; ``svi``: the reference path, ``pyro.infer.SVI`` (every estimator is a Pyro ELBO)."""
+def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast", adam: str = "foreach"
+                 ) -> SVITrainer | TorchTrainer:
+    """``fast``: TorchTrainer; ``svi``: the reference path, ``pyro.infer.SVI`` (every estimator is a Pyro ELBO);
+    ``adam``: torch Adam's implementation, ``foreach`` or ``fused`` (``config.ADAMS``)."""
     if loop == "svi":
-        return SVITrainer(estimator, vae, lr)
-    return TorchTrainer(estimator, vae, lr)
+        return SVITrainer(estimator, vae, lr, adam)
+    return TorchTrainer(estimator, vae, lr, adam)
