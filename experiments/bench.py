@@ -10,12 +10,16 @@ the importance-sampled evaluation's throughput.
                                 [--activation relu]
                                 [--threads 2] [--device cpu] [--blocks 7] [--steps 40]
                                 [--estimators meanfield,trace,jit-trace,jit-meanfield,score,iwae]
-                                [--compiled hand,meanfield,trace]
+                                [--compiled hand,meanfield,trace] [--fused hand,trace]
 
 Variants: `hand loop` (the hand-derived loss, one torch Adam: the project's hand-written loop),
 and each estimator through fit's fast path (`fast`) and through pyro.infer.SVI (`svi`); with a
 C++ compiler, `--compiled` estimators once more with `--compile` (torch.compile of the networks and
-the hand loss, compiled before the timing starts), and the evaluation eager and compiled.
+the hand loss, compiled before the timing starts), and the evaluation eager and compiled; `--fused`
+estimators once more with `--adam fused` (torch's Adam in one kernel), eager and compiled. `hand loop
+compiled fused` is the fastest float32 step the project knows how to write for this network. At Pyro's
+example's configuration (`--batch 256 --activation softplus`) the example's own step is timed beside
+them (its model and guide, SVI with pyro.optim.Adam, validation on; pyro_example_loop.py holds it).
 The GEMM floor is the time of a training step's matrix products alone (forward, and backward's
 two per layer, one at the first, whose input is the data) at this batch size, measured here: the
 arithmetic a step cannot avoid.
@@ -35,6 +39,8 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from pyro_example_loop import BATCH, HIDDEN, ExampleVAE, Z
 
 from vae_pyro import data as D
 from vae_pyro.config import DEVICES, Config
@@ -45,6 +51,8 @@ from vae_pyro.lab.experiment import instantiate, make_estimator, resolve_device
 from vae_pyro.lab.trainers import make_trainer
 from vae_pyro.models import hand
 from vae_pyro.models.binary_vae import PIXEL_CLAMP
+
+EXAMPLE = "Pyro's example step"  # SVI, pyro.optim.Adam, Trace_ELBO, validation on, at the example's configuration
 
 
 def sync(device: torch.device) -> None:
@@ -288,6 +296,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--estimators", default="meanfield,trace,jit-trace,jit-meanfield,score,iwae")
     p.add_argument("--compiled", default="hand,meanfield,trace", help="estimators timed also with --compile ('' none)")
+    p.add_argument("--fused", default="hand,trace", help="estimators timed also with --adam fused, eager and (where "
+                   "--compiled names them) compiled ('' none)")
     p.add_argument("--eval-images", type=int, default=100, help="test images for the IS throughput (K = 1,000)")
     p.add_argument("--discrete", action="store_true", help="time the discrete estimators on the binary VAE instead "
                    "(batch 50 unless --batch is given)")
@@ -311,26 +321,35 @@ def main() -> None:
     steps_per_epoch = len(ds.train_x) // args.batch
     batches = wrapped_batches(x_all, args.batch, args.steps)
 
-    variants = {"hand loop": ("hand", "fast", False)}
+    variants = {"hand loop": ("hand", "fast", False, "foreach")}
     for name in args.estimators.split(","):
-        variants[f"{name} fast"] = (name, "fast", False)
-        variants[f"{name} svi"] = (name, "svi", False)
+        variants[f"{name} fast"] = (name, "fast", False, "foreach")
+        variants[f"{name} svi"] = (name, "svi", False, "foreach")
     compiled = [n for n in args.compiled.split(",") if n] if cxx_found() else []
-    for name in compiled:
-        variants["hand loop compiled" if name == "hand" else f"{name} fast compiled"] = (name, "fast", True)
+    fused = [n for n in args.fused.split(",") if n]
+    for name, with_compile, adam in [*((n, True, "foreach") for n in compiled), *((n, False, "fused") for n in fused),
+                                     *((n, True, "fused") for n in fused if n in compiled)]:
+        label = ("hand loop" if name == "hand" else f"{name} fast") + " compiled" * with_compile + " fused" * (adam == "fused")
+        variants[label] = (name, "fast", with_compile, adam)
     trainers, shapes = {}, {}
-    for label, (name, loop, with_compile) in variants.items():
-        cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop})
+    for label, (name, loop, with_compile, adam) in variants.items():
+        cfg = Config(**{**base.to_dict(), "estimator": name, "loop": loop, "adam": adam})
         vae = instantiate(cfg, ds.x_dim, device)
         if with_compile:
             compile_model(vae)
-        trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop), vae)
+        trainers[label] = (make_trainer(make_estimator(cfg, vae, ds.train_x), vae, cfg.lr, loop, adam), vae)
         shapes[label] = tuple(layer_shapes(cfg, ds.x_dim))
+    steppers = {label: trainer.step for label, (trainer, _) in trainers.items()}
+    if (args.batch, args.hidden, args.z_dim, args.activation) == (BATCH, HIDDEN, Z, "softplus"):
+        example = ExampleVAE().to(device)  # its own weights: the timing, not the numbers, is compared
+        svi = SVI(example.model, example.guide, pyro.optim.Adam({"lr": 1e-3}), loss=Trace_ELBO())
+        steppers[EXAMPLE] = svi.step
+        shapes[EXAMPLE] = shapes["hand loop"]
     flops = {label: step_flops(list(s)) for label, s in shapes.items()}
     floor_of = {s: gemm_floor_ms(list(s), device) for s in dict.fromkeys(shapes.values())}  # once per shape set
     floor = {label: floor_of[s] for label, s in shapes.items()}
 
-    times = alternated({label: trainer.step for label, (trainer, _) in trainers.items()}, batches, args.blocks, device)
+    times = alternated(steppers, batches, args.blocks, device)
 
     hand = statistics.median(times["hand loop"])
     print(f"{args.dataset}, MLP 784-{args.hidden}-{args.z_dim}-{args.hidden}-784 ({args.activation}), batch {args.batch}, "
@@ -342,6 +361,11 @@ def main() -> None:
         med = statistics.median(ts)
         print(f"| {label} | {med:.2f} ({min(ts):.2f}-{max(ts):.2f}) | {med / hand:.2f} | "
               f"{flops[label] / med / 1e6:.1f} | {floor[label] / med:.0%} | {med * steps_per_epoch / 1000:.2f} |")
+    if EXAMPLE in times:
+        ex = statistics.median(times[EXAMPLE])
+        print(f"\nx faster than {EXAMPLE} ({ex:.2f} ms; its DataLoader, which pyro_example_loop.py times, not "
+              "included): " + "; ".join(f"{label} {ex / statistics.median(ts):.2f}" for label, ts in times.items()
+                                       if label != EXAMPLE))
     print(f"\nGEMM floor of the hand loop's step: {floor['hand loop']:.2f} ms "
           f"({flops['hand loop'] / floor['hand loop'] / 1e6:.1f} GFLOP/s); peak resident memory "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)")

@@ -15,7 +15,7 @@ every epoch inside the timing: time those with ``bench.py``. Last, one pass over
 ``DataLoader`` alone, without steps. On ``--device cuda`` the example's loop moves each batch to the GPU
 after the ``DataLoader``, as the example's ``--cuda`` does, and ``fit`` trains on that device.
 
-    python experiments/pyro_example_loop.py [--epochs 3] [--estimators trace,hand] [--device cpu]
+    python experiments/pyro_example_loop.py [--epochs 3] [--estimators trace,hand,trace+fused] [--device cpu]
                                             [--out runs/pyro-example-loop]
 """
 
@@ -37,6 +37,7 @@ from vae_pyro.errors import VaeError
 from vae_pyro.lab.experiment import resolve_device
 
 HIDDEN, Z, BATCH = 400, 50, 256
+EXTRAS = {"fused": {"adam": "fused"}}  # an --estimators row's suffixes: fit's options
 
 
 class Encoder(nn.Module):
@@ -86,10 +87,21 @@ def epoch_seconds(loader: DataLoader, step: Callable[[torch.Tensor], object]) ->
     return time.perf_counter() - start
 
 
+def train_options(row: str, p: argparse.ArgumentParser) -> dict:
+    """``trace`` -> {estimator: trace}; ``trace+fused`` adds ``adam="fused"``. (No ``--compile`` row: each epoch
+    is a new ``fit``, which would compile again inside the timing; ``bench.py`` times the compiled steps.)"""
+    name, *extras = row.split("+")
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        p.error(f"--estimators {row}: unknown suffix {', '.join(sorted(unknown))}; choose from +{', +'.join(EXTRAS)}")
+    return {"estimator": name, **{k: v for extra in extras for k, v in EXTRAS[extra].items()}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--estimators", default="trace,hand", help="vae-pyro train's estimators, each a row")
+    p.add_argument("--estimators", default="trace,hand", help="vae-pyro train's estimators, each a row; a row "
+                   "name+fused trains with --adam fused")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="for both loops [cpu]")
     p.add_argument("--out", default="runs/pyro-example-loop")
     args = p.parse_args()
@@ -107,13 +119,14 @@ def main() -> None:
 
     options = dict(hidden=(HIDDEN,), z_dim=Z, batch_size=BATCH, activation="softplus", binarize="none",
                    device=device.type, progress=False)
-    ours = {name: [] for name in args.estimators.split(",")}
+    rows = {row: train_options(row, p) for row in args.estimators.split(",")}
+    ours = {row: [] for row in rows}
     theirs = []
     for epoch in range(1, args.epochs + 1):
         theirs.append(epoch_seconds(loader, lambda x: svi.step(x.to(device))))
-        for name, seconds in ours.items():
-            result = vp.fit("vae", data, out=f"{args.out}/{name}", estimator=name, epochs=epoch, resume=epoch > 1,
-                            force=epoch == 1, **options)
+        for row, seconds in ours.items():
+            result = vp.fit("vae", data, out=f"{args.out}/{row}", epochs=epoch, resume=epoch > 1, force=epoch == 1,
+                            **rows[row], **options)
             seconds.append(result.history[-1]["seconds"])
         pyro.clear_param_store()  # fit cleared the store; the example's SVI registers its parameters again
     example_s = statistics.median(theirs)
@@ -122,10 +135,10 @@ def main() -> None:
     print(f"| loop | s/epoch, median of {args.epochs} (each) | x faster than the example |\n|---|---|---|")
     print(f"| Pyro's example (cached tensors through a DataLoader, pyro.optim.Adam, SVI, trace) | {example_s:.2f} "
           f"({', '.join(f'{t:.2f}' for t in theirs)}) | 1.00 |")
-    for name, seconds in ours.items():
+    for row, seconds in ours.items():
         s = statistics.median(seconds)
-        print(f"| vae-pyro train --estimator {name} | {s:.2f} ({', '.join(f'{t:.2f}' for t in seconds)}) | "
-              f"{example_s / s:.2f} |")
+        flags = " ".join(f"--{k} {v}" if v is not True else f"--{k}" for k, v in rows[row].items())
+        print(f"| vae-pyro train {flags} | {s:.2f} ({', '.join(f'{t:.2f}' for t in seconds)}) | {example_s / s:.2f} |")
     print(f"\nthe example's DataLoader alone, one pass: {epoch_seconds(loader, lambda x: None):.2f} s ({len(loader)} batches; "
           f"vae-pyro train takes {len(data.train_x) // BATCH}, dropping the partial one)")
 
