@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+import torch
 from conftest import compare_and_report
 from slurm_cluster import PARTITION, deadline, job_records, missing, one_node_cluster
 
@@ -21,12 +22,30 @@ TINY = dict(hidden=(32,), z_dim=4, epochs=2, batch_size=256)
 SPEC = dict(k=10, grad_draws=3, loss_draws=3, grad_batches=1)
 NAMES = ["trace", "meanfield"]
 STEPS = 4000 // 256
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def numbers(summary: dict) -> list:
     """Every number of a summary but the wall-clock ones."""
     rows = [{k: v for k, v in r.items() if k != "seconds_per_epoch"} for r in summary["estimators"]]
     return [rows, summary["gradients"], summary["loss_values"]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every process of this module at one torch thread: Dask runs its workers so (it sets OMP_NUM_THREADS=1,
+    in this process's environment too, which submitit's and SLURM's jobs would then inherit), and on some CPUs
+    MKL's sums change in their last bits with the thread count, so "the same numbers" holds at the same count."""
+    saved, threads = {k: os.environ.get(k) for k in THREAD_VARIABLES}, torch.get_num_threads()
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    for k, v in saved.items():
+        if v is None:
+            del os.environ[k]
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
