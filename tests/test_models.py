@@ -154,16 +154,6 @@ def test_bad_model_options_are_refused(options, message):
         Config(**options)
 
 
-def test_adam_fused_is_refused_on_a_torch_without_it(monkeypatch):
-    """torch's fused Adam runs on the CPU from 2.4; before it, one line naming the fix, not a RuntimeError at step 1."""
-    from torch.torch_version import TorchVersion
-
-    monkeypatch.setattr(torch, "__version__", TorchVersion("2.3.1"))
-    with pytest.raises(VaeError, match=r"--adam fused needs torch >= 2.4 .* found 2.3.1; use --adam foreach"):
-        Config(adam="fused")
-    Config(adam="foreach")  # the default still stands there
-
-
 @pytest.mark.parametrize("options, message", [
     ({"model": "gan"}, "unknown model 'gan'"),
     ({"model": "cvae", "prior": "flat"}, "unknown prior 'flat'"),

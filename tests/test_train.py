@@ -41,7 +41,8 @@ def test_two_epochs_raise_the_test_elbo(tmp_path):
 
 @pytest.mark.parametrize(
     "options", [{"estimator": "meanfield"}, {"estimator": "hand"}, {"estimator": "trace"}, {"estimator": "iwae"},
-                {"estimator": "score", "baseline": "decaying"}, {"estimator": "score", "baseline": "neural"}]
+                {"estimator": "score", "baseline": "decaying"}, {"estimator": "score", "baseline": "neural"},
+                {"estimator": "trace", "adam": "fused"}]
 )
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
     cfg = Config(**options, **{**TINY, "epochs": 3})
@@ -193,7 +194,26 @@ def test_adam_fused_is_the_optimizer_that_steps(batch, loop):
     trainer.step(batch)
     optims = [trainer.optim] if loop == "fast" else list(trainer.optim.optim_objs.values())
     groups = [g for o in optims for g in o.param_groups]
-    assert len(groups) >= 1 and all(g["fused"] and not g["foreach"] for g in groups)
+    assert sum(len(g["params"]) for g in groups) == len(list(vae.parameters()))  # every parameter is stepped
+    assert all(g["fused"] and not g["foreach"] for g in groups)
+
+
+def test_adam_fused_where_torch_has_none_is_refused_in_one_line(batch, monkeypatch):
+    """A torch without a fused Adam on the device (the CPU's came in 2.4) is refused before training, naming the fix."""
+    real = torch.optim.Adam
+
+    def without_fused(params, *args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices: ['cuda', 'xpu', 'privateuseone'] but torch.float32 and cpu")
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", without_fused)
+    vae = instantiate(Config(**TINY), 784, torch.device("cpu"))
+    with pytest.raises(VaeError, match=r"^--adam fused: torch .* has no such Adam on cpu \(`fused=True` requires.*\); "
+                                       r"use --adam foreach$"):
+        make_trainer(estimators.make("trace"), vae, 1e-3, "fast", "fused")
+    make_trainer(estimators.make("trace"), vae, 1e-3, "fast", "foreach").step(batch)  # the default still trains
 
 
 def test_adam_fused_takes_foreachs_steps_to_float_rounding(tmp_path):
@@ -203,6 +223,8 @@ def test_adam_fused_takes_foreachs_steps_to_float_rounding(tmp_path):
     fused = fit(Config(estimator="meanfield", adam="fused", **TINY), tmp_path / "fused", progress=False)
     a, b = weights(tmp_path / "foreach"), weights(tmp_path / "fused")
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    saved = [Run.open(tmp_path / run).load_checkpoint()["optimizer"]["optim"]["param_groups"] for run in ("foreach", "fused")]
+    assert [bool(g["fused"]) for g in saved[0]] == [False] and [g["fused"] for g in saved[1]] == [True]  # fit took each
     assert [h["test_elbo"] for h in fused.history] == pytest.approx([h["test_elbo"] for h in foreach.history], abs=1e-4)
 
 

@@ -10,16 +10,15 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import torch
-
 from vae_pyro import estimators
 from vae_pyro.data import BINARISATIONS, DATASETS, GIVEN
 from vae_pyro.errors import VaeError
 
 DEVICES = ("auto", "cpu", "cuda")
 LOOPS = ("fast", "svi")
-ADAMS = ("foreach", "fused")  # torch.optim.Adam's implementations, each named by its keyword
-# keys a resumed run may change: they alter how it continues, not what it is
+ADAMS = ("foreach", "fused")  # torch.optim.Adam's implementations, each named by its keyword; the first the default
+# keys a resumed run may change: they alter how it continues, not what it is (not "adam": torch's load_state_dict
+# would put back the saved implementation)
 RESUMABLE_CHANGES = {"epochs", "lr", "device", "data_dir", "compile"}
 # the estimators' draws per image and the options estimators own (``estimators.owned_options``)
 ESTIMATOR_OPTIONS = ("particles", "iwae_k", "baseline", "alpha", "iwae_m", "ciwae_beta", "temperature")
@@ -71,7 +70,7 @@ class Config:
     seed: int = option(0, "seeds weights, data order, binarisation and noise")
     device: str = option("auto", "auto, cpu, cuda", DEVICES)
     loop: str = option("fast", "fast (one torch optimizer) or svi (pyro.infer.SVI, the reference)", LOOPS)
-    adam: str = option("foreach", "Adam's implementation: foreach (one pass per operation over all tensors) or "
+    adam: str = option(ADAMS[0], "Adam's implementation: foreach (one pass per operation over all tensors) or "
                                   "fused (one kernel; the same update, rounded differently; experiments/bench.py)",
                        ADAMS)
     grad_variance: int = option(0, "after each epoch, draw the guide's gradient this many times (>= 2) on a fixed "
@@ -110,9 +109,6 @@ class Config:
         if self.compile and self.estimator.startswith("jit-"):
             raise VaeError(f"--compile and {self.estimator} are two compilers of one step; drop one (--compile "
                            f"with {self.estimator.removeprefix('jit-')}, or {self.estimator} alone)")
-        if self.adam == "fused" and torch.__version__ < "2.4":
-            raise VaeError(f"--adam fused needs torch >= 2.4 (its fused Adam on the CPU), found {torch.__version__}; "
-                           "use --adam foreach or upgrade torch")
         if self.hidden and min(self.hidden) < 1:
             raise VaeError(f"--hidden must be positive layer sizes such as 400 or 512,256 (or none), got {self.hidden}")
         for key in ("lr", "min_scale"):

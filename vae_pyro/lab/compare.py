@@ -153,7 +153,7 @@ def warm_up(cfg: Config, data: Data) -> None:
     with traces.seeded_rng(cfg.seed, device):
         module = build_model(cfg, data, device)
         x, y = probe_batch(data, cfg, 4, module)
-        make_trainer(make_estimator(cfg, module, x, y), module, cfg.lr).step(x, y)
+        make_trainer(make_estimator(cfg, module, x, y), module, cfg.lr, cfg.loop, cfg.adam).step(x, y)
     pyro.clear_param_store()
 
 

@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vae_pyro import estimators
+from vae_pyro.config import ADAMS
 from vae_pyro.errors import VaeError
-from vae_pyro.lab.trainers import load_optimizer, param_groups
+from vae_pyro.lab.trainers import load_optimizer, torch_adam
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,11 @@ class DDPTrainer:
     """One torch Adam (implementation ``adam``) over the module's parameters, gradients averaged across ranks by DDP."""
 
     def __init__(self, estimator: estimators.Estimator, vae: nn.Module, lr: float, world: World, device: torch.device,
-                 adam: str = "foreach"):
+                 adam: str = ADAMS[0]):
         pyro.clear_param_store()
         self.estimator, self.world = estimator, world
         self.ddp = wrap(estimator, vae, world, device)
-        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, **{adam: True})
+        self.optim = torch_adam(estimator, vae, lr, adam)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> float:
         """One synchronised step; returns this rank's loss (a sum over its images)."""

@@ -6,6 +6,8 @@ import torch
 from pyro.infer import SVI
 
 from vae_pyro import estimators
+from vae_pyro.config import ADAMS
+from vae_pyro.errors import VaeError
 from vae_pyro.estimators import pyro_compat
 from vae_pyro.models import contract
 
@@ -17,7 +19,7 @@ class SVITrainer:
     Its state is the optimizer's plus the estimator's (`score`'s baselines).
     """
 
-    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = "foreach"):
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = ADAMS[0]):
         pyro.clear_param_store()
         self.estimator = estimator
         scale = getattr(vae, "lr_scale", {})
@@ -25,7 +27,8 @@ class SVITrainer:
         # Pyro names a module's parameters "module$$$path" ("module.path" as optim_args gets it): the
         # submodule is the first part, when pyro.module registers it under its attribute's name
         self.lr_of = lambda name: lr * scale.get(name.replace("$$$", ".").split(".")[0], 1.0)
-        self.optim = pyro.optim.Adam(lambda name: {"lr": self.lr_of(name), adam: True})
+        implementation = adam_options(adam, next(vae.parameters()).device)
+        self.optim = pyro.optim.Adam(lambda name: {"lr": self.lr_of(name), **implementation})
         self.svi = SVI(*estimator.pyro_fns(vae), self.optim, loss=estimator.elbo)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -51,10 +54,10 @@ class TorchTrainer:
     than ``foreach``'s pass per operation).
     """
 
-    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = "foreach"):
+    def __init__(self, estimator: estimators.Estimator, vae, lr: float, adam: str = ADAMS[0]):
         pyro.clear_param_store()
         self.estimator, self.vae = estimator, vae
-        self.optim = torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, **{adam: True})
+        self.optim = torch_adam(estimator, vae, lr, adam)
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
         self.optim.zero_grad()
@@ -85,6 +88,22 @@ def param_groups(estimator: estimators.Estimator, vae, lr: float) -> list[dict]:
     return groups
 
 
+def adam_options(adam: str, device: torch.device) -> dict[str, bool]:
+    """torch Adam's keyword for the implementation ``adam`` (``config.ADAMS``), refused in one line where this
+    torch has no such Adam on ``device`` (the fused one runs on the CPU from torch 2.4)."""
+    try:
+        torch.optim.Adam([torch.zeros(1, device=device, requires_grad=True)], **{adam: True})
+    except RuntimeError as e:
+        raise VaeError(f"--adam {adam}: torch {torch.__version__} has no such Adam on {device.type} "
+                       f"({str(e).splitlines()[0][:100]}); use --adam {ADAMS[0]}") from None
+    return {adam: True}
+
+
+def torch_adam(estimator: estimators.Estimator, vae, lr: float, adam: str) -> torch.optim.Adam:
+    """One torch Adam of the implementation ``adam`` over the optimizer's groups (``param_groups``)."""
+    return torch.optim.Adam(param_groups(estimator, vae, lr), lr=lr, **adam_options(adam, next(vae.parameters()).device))
+
+
 def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
     """Load a torch optimizer's saved state but keep its current learning rates."""
     lrs = [group["lr"] for group in optim.param_groups]
@@ -93,7 +112,7 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
         group["lr"] = lr
 
 
-def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast", adam: str = "foreach"
+def make_trainer(estimator: estimators.Estimator, vae, lr: float, loop: str = "fast", adam: str = ADAMS[0]
                  ) -> SVITrainer | TorchTrainer:
     """``fast``: TorchTrainer; ``svi``: the reference path, ``pyro.infer.SVI`` (every estimator is a Pyro ELBO);
     ``adam``: torch Adam's implementation, ``foreach`` or ``fused`` (``config.ADAMS``)."""
