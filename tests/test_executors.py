@@ -86,6 +86,16 @@ def test_a_dask_cluster_over_tcp_gives_the_numbers_of_this_process(in_process, c
     assert "runs trained: 100%" in err and "runs diagnosed: 100%" in err  # the comparison's bars, not the workers'
 
 
+def test_the_labs_own_dask_cluster_gives_the_numbers_of_this_process_and_leaves_its_environment(in_process, tmp_path):
+    """--executor dask without --scheduler: a LocalCluster of --jobs one-thread workers, started and closed by the
+    comparison, whose variables (OMP_NUM_THREADS, MALLOC_TRIM_THRESHOLD_, ...) do not stay in this process."""
+    before = dict(os.environ)
+    out = tmp_path / "c"
+    vp.compare("vae", "mnist5k", NAMES, out=out, executor="dask", jobs=2, progress=False, **SPEC, **TINY)
+    assert numbers(json.loads((out / "summary.json").read_text())) == numbers(in_process)
+    assert dict(os.environ) == before
+
+
 def test_a_worker_killed_mid_task_has_its_task_retried_and_nothing_lost(in_process, cluster, tmp_path):
     address = cluster(kill=True).scheduler_address
     out = tmp_path / "c"

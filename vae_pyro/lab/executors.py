@@ -114,6 +114,20 @@ class Requeueing:
 
 
 @contextmanager
+def environment_kept() -> Iterator[None]:
+    """This process's environment as it was before the block: a Dask ``LocalCluster`` writes its workers'
+    variables (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``, …) into it too,
+    where every process started later would inherit them."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
+
+
+@contextmanager
 def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
     """The executor of ``spec``, shut down after the block (a local Dask cluster with it). SLURM's job
     scripts and logs go to ``folder/slurm``, and a job stopped at its time limit or preempted is requeued."""
@@ -125,8 +139,9 @@ def started(spec: ExecutorSpec, folder: Path) -> Iterator[Executor]:
     elif spec.kind == "dask":
         from distributed import Client, LocalCluster
 
-        cluster = None if spec.scheduler else LocalCluster(n_workers=spec.jobs, threads_per_worker=1, processes=True,
-                                                           host="127.0.0.1", dashboard_address=None)
+        with environment_kept():
+            cluster = None if spec.scheduler else LocalCluster(n_workers=spec.jobs, threads_per_worker=1,
+                                                               processes=True, host="127.0.0.1", dashboard_address=None)
         try:
             with Client(spec.scheduler or cluster) as client:
                 threaded = {w: n for w, n in client.nthreads().items() if n > 1}
