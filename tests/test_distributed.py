@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,12 +32,12 @@ def fixed_batch_and_eps(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 784, generator=gen).round(), torch.randn(1, n, CFG.z_dim, generator=gen)
 
 
-def rank_main(rank: int, size: int, port: int, out: str, steps: int) -> None:
+def rank_main(rank: int, size: int, port: int, out: str, steps: int, adam: str = "foreach") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=size)
     torch.manual_seed(100 + rank)  # different noise per rank, as in fit
     vae = instantiate(CFG, 784, torch.device("cpu"))
-    trainer = DDPTrainer(estimators.make("hand"), vae, 1e-3, World(rank, size, 0), torch.device("cpu"))
+    trainer = DDPTrainer(estimators.make("hand"), vae, 1e-3, World(rank, size, 0), torch.device("cpu"), adam)
     x, eps = fixed_batch_and_eps()
     half = len(x) // size
     mine = slice(rank * half, (rank + 1) * half)
@@ -44,19 +45,31 @@ def rank_main(rank: int, size: int, port: int, out: str, steps: int) -> None:
     grads = [p.grad.clone() for p in vae.parameters()]
     for _ in range(steps):  # then steps on each rank's own noise and its own data
         trainer.step(torch.rand(8, 784).round())
-    torch.save({"grads": grads, "params": vae.state_dict()}, f"{out}/rank{rank}.pt")
+    fused = [g["fused"] for g in trainer.optim.param_groups]
+    torch.save({"grads": grads, "params": vae.state_dict(), "fused": fused}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def spawned(out: Path, adam: str = "foreach") -> list[dict]:
+    """Two gloo ranks training with Adam's implementation ``adam``; what each saved (``rank_main``)."""
+    mp.spawn(rank_main, args=(2, free_port(), str(out), 3, adam), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(rank_main, args=(2, free_port(), str(out), 3), nprocs=2, join=True)
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return spawned(tmp_path_factory.mktemp("ddp"))
 
 
 def test_ranks_hold_identical_parameters(two_ranks):
     a, b = (r["params"] for r in two_ranks)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adam_fused_reaches_each_ranks_optimizer_and_the_ranks_stay_identical(tmp_path, two_ranks):
+    fused = spawned(tmp_path, "fused")
+    assert all(r["fused"] and all(r["fused"]) for r in fused) and not any(any(r["fused"]) for r in two_ranks)
+    a, b = (r["params"] for r in fused)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
