@@ -14,8 +14,9 @@ Each epoch is a new ``fit`` call (resuming the run), so a ``jit-*`` estimator wo
 every epoch inside the timing: time those with ``bench.py``. Beside them, with a C++ compiler, the
 fastest float32 step measured at this batch, with no Pyro in its arithmetic (``fastest_step``: compiled
 once, before the timing), over the same shuffled batches as ``fit``: a bound for any Pyro loop of this
-arithmetic. Last, one pass over the example's ``DataLoader`` alone, without steps. On ``--device cuda`` the example's loop moves each batch to the GPU
-after the ``DataLoader``, as the example's ``--cuda`` does, and ``fit`` trains on that device.
+arithmetic. Last, one pass over the example's ``DataLoader`` alone, without steps. On ``--device cuda``
+the example's loop moves each batch to the GPU after the ``DataLoader``, as the example's ``--cuda``
+does, and ``fit`` trains on that device.
 
     python experiments/pyro_example_loop.py [--epochs 3] [--estimators trace,hand,trace+fused] [--device cpu]
                                             [--out runs/pyro-example-loop]
@@ -95,7 +96,8 @@ def epoch_seconds(loader: DataLoader, step: Callable[[torch.Tensor], object]) ->
 def fastest_step(x: torch.Tensor) -> Callable[[torch.Tensor], float] | None:
     """The fastest float32 training step measured at this batch, with no Pyro in its arithmetic: the hand loop
     (the lab's VAE at the same sizes, its loss derived by hand) compiled as ``--compile`` does, with torch's
-    fused Adam, on ``x``'s device: ``bench.py``'s `hand loop compiled fused`. None without the C++ compiler Inductor needs."""
+    fused Adam, on ``x``'s device: ``bench.py``'s `hand loop compiled fused`. None without the C++ compiler
+    Inductor needs."""
     if not cxx_found():
         return None
     cfg = Config(hidden=(HIDDEN,), z_dim=Z, activation="softplus", estimator="hand", adam="fused")

@@ -16,6 +16,7 @@ import vae_pyro as vp
 from vae_pyro.cli import main
 from vae_pyro.errors import VaeError
 from vae_pyro.lab.compare import RunTask, run_mode
+from vae_pyro.lab.executors import environment_kept
 from vae_pyro.lab.runs import ATTEMPT, CHECKPOINT
 
 TINY = dict(hidden=(32,), z_dim=4, epochs=2, batch_size=256)
@@ -36,16 +37,12 @@ def one_thread():
     """Every process of this module at one torch thread: Dask runs its workers so (it sets OMP_NUM_THREADS=1,
     in this process's environment too, which submitit's and SLURM's jobs would then inherit), and on some CPUs
     MKL's sums change in their last bits with the thread count, so "the same numbers" holds at the same count."""
-    saved, threads = {k: os.environ.get(k) for k in THREAD_VARIABLES}, torch.get_num_threads()
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    for k, v in saved.items():
-        if v is None:
-            del os.environ[k]
-        else:
-            os.environ[k] = v
+    threads = torch.get_num_threads()
+    with environment_kept():
+        os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
